@@ -1,0 +1,23 @@
+"""The ``medvl`` command line: a thin layer over the public functions.
+
+Each command group lives in its own module with a ``register(app)`` function; every command
+that runs a job takes ``--config FILE`` and dotted ``key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="medvl",
+    help="Medical-imaging domain adaptation with radiology reports.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold PHI from headers
+)
+
+COMMAND_MODULES: tuple[str, ...] = ()
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"medvl.cli.{_name}").register(app)
