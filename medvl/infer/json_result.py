@@ -1,0 +1,99 @@
+"""Study results as JSON with a versioned schema (``medvl/resources/result_schema.json``).
+
+The JSON names images by UID hash and file base name. Patient and study identifiers are added
+only when the caller asks (``include_identifiers=True``), read from the source files at write time.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pydicom
+
+from medvl.infer.result import FindingScore, StudyResult, SCHEMA_VERSION
+
+
+@cache
+def result_schema() -> dict[str, Any]:
+    """The JSON schema every result document validates against."""
+    text = resources.files("medvl.resources").joinpath("result_schema.json").read_text()
+    return json.loads(text)
+
+
+def _finding(score: FindingScore) -> dict[str, Any]:
+    return {
+        "finding": score.finding,
+        "probability": round(float(score.probability), 6),
+        "threshold": float(score.threshold),
+        "positive": score.positive,
+    }
+
+
+def _identifiers(result: StudyResult) -> dict[str, Any]:
+    out: dict[str, Any] = {"SOPInstanceUIDs": {}}
+    for image in result.images:
+        ds = pydicom.dcmread(image.source_path, stop_before_pixels=True)
+        out["StudyInstanceUID"] = str(ds.get("StudyInstanceUID", ""))
+        out["PatientID"] = str(ds.get("PatientID", ""))
+        out["AccessionNumber"] = str(ds.get("AccessionNumber", ""))
+        out["SOPInstanceUIDs"][image.sop_uid_hash] = str(ds.SOPInstanceUID)
+    return out
+
+
+def result_to_json(result: StudyResult, include_identifiers: bool = False) -> dict[str, Any]:
+    """The result as a schema-valid JSON document (a dict)."""
+    study_findings = result.study_findings()
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "study": result.study_uid_hash,
+        "model": {
+            "aligner": result.model.aligner,
+            "aligner_sha256": result.model.aligner_sha256,
+            "adapter_sha256": result.model.adapter_sha256,
+            "sam": result.model.sam,
+            "sam_sha256": result.model.sam_sha256,
+        },
+        "thresholds": {s.finding: float(s.threshold) for s in study_findings},
+        "study_findings": [_finding(s) for s in study_findings],
+        "images": [
+            {
+                "sop": image.sop_uid_hash,
+                "file": image.source_path.name,
+                "view_position": image.view_position,
+                "modality": image.modality,
+                "findings": [_finding(s) for s in image.findings],
+                "segments": [
+                    {
+                        "structure": seg.structure,
+                        "pixels": seg.pixels,
+                        "area_mm2": seg.area_mm2,
+                        "bbox": seg.bbox,
+                        "score": round(float(seg.score), 6),
+                    }
+                    for seg in image.segments
+                ],
+            }
+            for image in result.images
+        ],
+        "skipped": [{"file": s.file, "reason": s.reason} for s in result.skipped],
+        "seconds": round(float(result.seconds), 4),
+    }
+    if include_identifiers:
+        doc["identifiers"] = _identifiers(result)
+    jsonschema.validate(doc, result_schema())
+    return doc
+
+
+def write_result_json(
+    result: StudyResult, path: str | Path, include_identifiers: bool = False
+) -> Path:
+    """Validate and write the result JSON; return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result_to_json(result, include_identifiers), indent=2))
+    return path
