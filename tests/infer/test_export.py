@@ -10,7 +10,7 @@ import jsonschema
 import numpy as np
 import pydicom
 import pytest
-from conftest import PLANTED_ID, PLANTED_NAME
+from infer_dicom import PLANTED_ID, PLANTED_NAME
 
 from medvl.infer.json_result import result_schema, result_to_json, write_result_json
 from medvl.infer.result import (

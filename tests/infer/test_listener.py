@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import PLANTED_ID, PLANTED_NAME, make_cr
+from infer_dicom import PLANTED_ID, PLANTED_NAME, make_cr
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ComputedRadiographyImageStorage, Verification
