@@ -1,0 +1,113 @@
+"""``medvl data ...``: build study / segmentation manifests from datasets.
+
+``medvl data iu --out DIR`` writes the real Indiana University reports (shipped with
+torchxrayvision) as a Study manifest; ``medvl data adapter NAME ROOT --out DIR`` reads a dataset
+the user holds (mimic_cxr, chexpert, rsna_pneumonia, siim_pneumothorax, csv). Commands are
+attached to :data:`data_app`, so other modules can add theirs to the same group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from medvl.cli.common import (
+    CONFIG_OPTION,
+    OVERRIDES_ARGUMENT,
+    job_config,
+    save_resolved,
+    setup_logging,
+)
+
+data_app = typer.Typer(
+    name="data",
+    help="Build study and segmentation manifests from datasets.",
+    no_args_is_help=True,
+)
+
+OUT_OPTION = typer.Option(..., "--out", "-o", help="Output folder for manifests (and masks).")
+VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level.")
+
+
+def _report(written: dict[str, Path], failures: int) -> None:
+    for kind, path in written.items():
+        typer.echo(f"{kind}: {path}")
+    if failures:
+        typer.echo(f"{failures} inputs skipped; reasons in failures.jsonl", err=True)
+
+
+@data_app.command("iu")
+def iu_command(
+    out: Path = OUT_OPTION,
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Write the 3,955 real Indiana University reports as a Study manifest (studies.jsonl).
+
+    Overrides: label_source=mesh|labeler, view_source=tsne+header|header|tsne, seed=N,
+    reports=PATH (Open-i archive), image_root=DIR (Open-i images, to fill image paths).
+    """
+    from medvl.data.sources import IUConfig
+    from medvl.data.sources.iu_xray import load_iu
+
+    setup_logging(verbose)
+    cfg = job_config(IUConfig, config, overrides)
+    try:
+        result = load_iu(
+            cfg.reports,
+            cfg.metadata,
+            label_source=cfg.label_source,
+            view_source=cfg.view_source,
+            closed_world=cfg.closed_world,
+            tsne_csv=cfg.tsne,
+            image_root=cfg.image_root,
+            fractions=cfg.fractions,
+            seed=cfg.seed,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    written = result.write(out)
+    save_resolved(cfg, out)
+    typer.echo(
+        f"{len(result.studies)} studies, {sum(len(s.images) for s in result.studies)} images"
+    )
+    _report(written, len(result.failures))
+
+
+@data_app.command("adapter")
+def adapter_command(
+    name: str = typer.Argument(
+        ..., help="mimic_cxr | chexpert | rsna_pneumonia | siim_pneumothorax | csv"
+    ),
+    root: Path = typer.Argument(..., help="Dataset root folder (for csv: the CSV file)."),
+    out: Path = OUT_OPTION,
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Read a dataset you hold into studies.jsonl (+ seg_samples.jsonl and masks/)."""
+    from medvl.data.sources import ADAPTERS, run_adapter
+
+    setup_logging(verbose)
+    if name not in ADAPTERS:
+        typer.echo(f"error: unknown adapter {name!r}; choose one of {sorted(ADAPTERS)}", err=True)
+        raise typer.Exit(2)
+    cfg = job_config(ADAPTERS[name].config, config, overrides)
+    try:
+        result = run_adapter(name, root, out, cfg)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    save_resolved(cfg, out)
+    typer.echo(
+        f"{name}: {len(result.studies)} studies, {len(result.seg_samples)} segmentation samples"
+    )
+    _report(result.write(out), len(result.failures))
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the ``data`` command group to the main app."""
+    app.add_typer(data_app, name="data")
