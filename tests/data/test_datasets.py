@@ -1,0 +1,118 @@
+"""Pair and segmentation datasets: item contents, label encoding, collation, tokenization."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from transformers import BertTokenizerFast
+
+from medvl.data.datasets import PairDataset, SegDataset, collate_pairs, label_vector
+from medvl.data.records import ImageRecord, ImageReportPair, SegSample
+from medvl.data.transforms import augment_transforms, eval_transforms
+from medvl.findings import CARDIOMEGALY, CHEXPERT_14, EDEMA, NO_FINDING, PNEUMOTHORAX
+
+TEXTS = ["no pneumothorax", "mild cardiomegaly with small effusion and edema"]
+
+
+@pytest.fixture
+def pairs(write_xray) -> list[ImageReportPair]:
+    labels = [{NO_FINDING: 1, PNEUMOTHORAX: 0}, {CARDIOMEGALY: 1, EDEMA: -1}]
+    out = []
+    for i, (text, lab) in enumerate(zip(TEXTS, labels, strict=True)):
+        path = write_xray(f"p{i}.dcm", seed=i, shape=(50, 40))
+        record = ImageRecord(path=str(path), image_id=f"img{i}")
+        out.append(
+            ImageReportPair(image=record, study_id=f"s{i}", patient_key="k", text=text, labels=lab)
+        )
+    return out
+
+
+@pytest.fixture
+def tokenizer() -> BertTokenizerFast:
+    words = sorted({w for t in TEXTS for w in t.split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+
+
+def test_label_vector_encodes_present_negated_uncertain_and_unmentioned():
+    vec = label_vector({CARDIOMEGALY: 1, EDEMA: -1, PNEUMOTHORAX: 0, NO_FINDING: None})
+    assert vec.shape == (14,) and vec.dtype == torch.float32
+    assert vec[CHEXPERT_14.index(CARDIOMEGALY)] == 1
+    assert vec[CHEXPERT_14.index(EDEMA)] == -1
+    assert vec[CHEXPERT_14.index(PNEUMOTHORAX)] == 0
+    assert torch.isnan(vec[CHEXPERT_14.index(NO_FINDING)])
+    assert int(torch.isnan(vec).sum()) == 11
+
+
+def test_pair_item_contents(pairs):
+    dataset = PairDataset(pairs, eval_transforms(32))
+    item = dataset[1]
+    assert item["image"].shape == (1, 32, 32) and item["image"].dtype == torch.float32
+    assert item["text"] == TEXTS[1] and item["image_id"] == "img1" and item["study_id"] == "s1"
+    assert item["labels"][CHEXPERT_14.index(EDEMA)] == -1
+    assert len(dataset) == 2
+
+
+def test_pair_dataset_needs_a_way_to_load_images(pairs):
+    with pytest.raises(ValueError, match="transform"):
+        PairDataset(pairs)
+
+
+def test_augment_runs_after_loading(pairs):
+    augment = augment_transforms(prob=1.0, brightness=0.5, size=32)
+    augment.set_random_state(0)
+    plain = PairDataset(pairs, eval_transforms(32))[0]["image"]
+    varied = PairDataset(pairs, eval_transforms(32), augment=augment)[0]["image"]
+    assert varied.shape == plain.shape and not torch.equal(varied, plain)
+
+
+def test_collate_without_and_with_tokenizer(pairs, tokenizer):
+    dataset = PairDataset(pairs, eval_transforms(32), tokenizer=tokenizer, max_length=6)
+    batch = collate_pairs([dataset[0], dataset[1]])
+    assert batch["image"].shape == (2, 1, 32, 32) and batch["labels"].shape == (2, 14)
+    assert batch["text"] == TEXTS and "input_ids" not in batch
+
+    loader = DataLoader(dataset, batch_size=2, collate_fn=dataset.collate)
+    batch = next(iter(loader))
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (2, 6)  # truncated
+    first = tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
+    assert first[:4] == ["[CLS]", "no", "pneumothorax", "[SEP]"]
+    assert batch["attention_mask"][0].tolist() == [1, 1, 1, 1, 0, 0]
+    assert math.isnan(batch["labels"][0, CHEXPERT_14.index(EDEMA)])
+
+
+def test_collate_refuses_an_empty_batch():
+    with pytest.raises(ValueError, match="empty"):
+        collate_pairs([])
+
+
+def test_seg_dataset_items_and_output_spacing(write_xray, tmp_path):
+    image = write_xray("ct.dcm", shape=(40, 80), spacing=(0.5, 0.5))
+    raster_image = tmp_path / "img.png"
+    Image.fromarray(np.full((40, 80), 128, np.uint8)).save(raster_image)
+    mask = np.zeros((40, 80), np.uint8)
+    mask[8:32, 40:80] = 1
+    np.save(tmp_path / "m.npy", mask)
+    Image.fromarray(mask * 255).save(tmp_path / "m.png")
+    samples = [
+        SegSample(str(image), str(tmp_path / "m.npy"), "lung", image_id="a"),
+        SegSample(str(raster_image), str(tmp_path / "m.png"), "lung", pixel_spacing=(0.1, 0.1)),
+        SegSample(str(raster_image), str(tmp_path / "m.png"), "lung"),
+    ]
+    dataset = SegDataset(samples, 32)
+    first = dataset[0]
+    assert first["image"].shape == first["mask"].shape == (1, 32, 32)
+    assert type(first["image"]) is torch.Tensor
+    assert set(first["mask"].unique().tolist()) == {0.0, 1.0}
+    # rows 8-31 of 40 -> 3-12 of 16, plus 8 rows of padding; columns 40-79 of 80 -> 16-31
+    assert first["mask"][0, 11:21, 16:].all() and first["mask"].sum() == 10 * 16
+    assert torch.allclose(first["spacing"], torch.tensor([1.25, 1.25]))  # 0.5 mm x 80/32
+    assert torch.allclose(dataset[1]["spacing"], torch.tensor([0.25, 0.25]))
+    assert torch.isnan(dataset[2]["spacing"]).all()
+    assert torch.equal(dataset[1]["mask"], first["mask"])
+    assert (first["image_id"], first["structure"]) == ("a", "lung")
