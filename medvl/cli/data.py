@@ -108,6 +108,47 @@ def adapter_command(
     _report(result.write(out), len(result.failures))
 
 
+@data_app.command("phantom")
+def phantom_command(
+    out: Path = OUT_OPTION,
+    n: int | None = typer.Option(None, "--n", help="Number of phantom studies (default 2000)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed: same seed, same bytes."),
+    size: int | None = typer.Option(None, "--size", help="Image side in pixels (default 1024)."),
+    workers: int | None = typer.Option(None, "--workers", help="Worker processes (default 2)."),
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Generate phantom radiographs paired with real IU reports (DICOM + masks + manifests).
+
+    The pixels are synthetic; reports, lung shapes, pneumothorax shapes and DICOM header
+    distributions are real (see data_cards/phantom_cxr.md). Options given as flags win over
+    the config file and overrides (n_studies, seed, size, workers, reports, label_source).
+    """
+    from medvl.data.sources.phantom import PhantomConfig, generate_phantoms
+
+    setup_logging(verbose)
+    cfg = job_config(PhantomConfig, config, overrides)
+    for key, value in (("n_studies", n), ("seed", seed), ("size", size), ("workers", workers)):
+        if value is not None:
+            setattr(cfg, key, value)
+    try:
+        studies = None
+        if cfg.reports is not None or cfg.label_source != "mesh":
+            from medvl.data.sources.iu_xray import load_iu_studies
+
+            studies = load_iu_studies(cfg.reports, label_source=cfg.label_source)
+        manifest = generate_phantoms(
+            cfg.n_studies, out, seed=cfg.seed, size=cfg.size, workers=cfg.workers, studies=studies
+        )
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    save_resolved(cfg, out)
+    typer.echo(f"studies: {manifest}")
+    typer.echo(f"seg_samples: {manifest.parent / 'seg_samples.jsonl'}")
+
+
 def register(app: typer.Typer) -> None:
     """Attach the ``data`` command group to the main app."""
     app.add_typer(data_app, name="data")
