@@ -1,0 +1,104 @@
+"""``medvl zeroshot`` and ``medvl evaluate``: zero-shot findings and retrieval on a manifest.
+
+Both read a Study manifest (``studies.jsonl``), take one split (``data.split=test`` by
+default), embed every readable image with a saved aligner and write results and plots to
+``--out`` (see :mod:`medvl.eval.jobs`). Unreadable images are skipped and listed in
+``failures.jsonl``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from medvl.cli.common import (
+    CONFIG_OPTION,
+    OVERRIDES_ARGUMENT,
+    job_config,
+    save_resolved,
+    setup_logging,
+)
+
+MODEL_OPTION = typer.Option(..., "--model", "-m", help="Saved aligner directory.")
+DATA_OPTION = typer.Option(..., "--data", "-d", help="Study manifest (studies.jsonl).")
+OUT_OPTION = typer.Option(..., "--out", "-o", help="Output folder.")
+VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level.")
+
+
+def _progress(description: str):
+    from tqdm import tqdm
+
+    return lambda iterable: tqdm(iterable, desc=description, unit="batch")
+
+
+def zeroshot_command(
+    model: Path = MODEL_OPTION,
+    data: Path = DATA_OPTION,
+    out: Path = OUT_OPTION,
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Zero-shot CheXpert findings: probabilities.csv, metrics.json, roc.png, heatmap.
+
+    Overrides: data.split=test, data.views=[PA,AP], data.cache=DIR, data.batch_size=32,
+    data.device=auto, prompts=FILE, calibrate_on=val, calibration=FILE, threshold=0.5,
+    uncertain=ignore|positive|negative.
+    """
+    from medvl.eval.jobs import ZeroShotJob, run_zeroshot
+    from medvl.models.aligner import ChecksumError
+
+    setup_logging(verbose)
+    job = job_config(ZeroShotJob, config, overrides)
+    try:
+        result = run_zeroshot(model, data, out, job, progress=_progress("zero-shot"))
+    except (FileNotFoundError, ValueError, ChecksumError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    save_resolved(job, out)
+    macro = result["classification"]["macro"]
+    counts = result["counts"]
+    auroc = "n/a" if macro["auroc"] is None else f"{macro['auroc']:.3f}"
+    typer.echo(
+        f"{counts['images']} images ({counts['failures']} unreadable), macro AUROC {auroc} "
+        f"over {macro['n_findings']} findings; results in {out}"
+    )
+
+
+def evaluate_command(
+    model: Path = MODEL_OPTION,
+    data: Path = DATA_OPTION,
+    out: Path = OUT_OPTION,
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Image-report retrieval: retrieval.json (R@1/5/10, median rank), example and heatmap PNGs.
+
+    Overrides: data.split=test, data.views=[PA,AP], data.cache=DIR, data.batch_size=32,
+    data.device=auto, examples=4, top_k=3.
+    """
+    from medvl.eval.jobs import RetrievalJob, run_retrieval
+    from medvl.models.aligner import ChecksumError
+
+    setup_logging(verbose)
+    job = job_config(RetrievalJob, config, overrides)
+    try:
+        result = run_retrieval(model, data, out, job, progress=_progress("retrieval"))
+    except (FileNotFoundError, ValueError, ChecksumError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    save_resolved(job, out)
+    i2t, t2i = result["retrieval"]["image_to_text"], result["retrieval"]["text_to_image"]
+    typer.echo(
+        f"image->report R@1 {i2t['R@1']:.3f} R@5 {i2t['R@5']:.3f} R@10 {i2t['R@10']:.3f} "
+        f"(chance R@5 {i2t['chance']['R@5']:.3f}); report->image R@5 {t2i['R@5']:.3f}; "
+        f"results in {out}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``zeroshot`` and ``evaluate`` to the main app."""
+    app.command("zeroshot")(zeroshot_command)
+    app.command("evaluate")(evaluate_command)

@@ -1,0 +1,141 @@
+"""Reading weights safely and recording what was read.
+
+Weights come from local paths first (a hub name only where the user has network), are read as
+safetensors or with ``torch.load(weights_only=True)`` (never a pickle that can run code), and
+every source gets a SHA-256 so a saved model or a result can name exactly what it started from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of one file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of(source: str | Path) -> str | None:
+    """SHA-256 of a weights file, or of a model directory's weight files (sorted by name).
+
+    Returns ``None`` for a hub name that is not a local path (nothing local to hash).
+    """
+    path = Path(source)
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        return None
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        return None
+    if len(files) == 1:
+        return sha256_file(files[0])
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(path)}:{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict from ``.safetensors`` or a ``torch.save`` file without unpickling code.
+
+    A checkpoint that wraps the weights (``{"state_dict": ...}`` or ``{"model": ...}``) is
+    unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError ...
+        raise ValueError(f"{path}: not a weights-only torch checkpoint ({err})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds no state dict of tensors")
+    return state
+
+
+def _matmul_ops() -> list[Any]:
+    """Ops whose outputs selective checkpointing keeps: the FLOP-heavy ones."""
+    aten = torch.ops.aten
+    names = (
+        "mm",
+        "addmm",
+        "bmm",
+        "baddbmm",
+        "convolution",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+    )
+    return [getattr(aten, n).default for n in names if hasattr(aten, n)]
+
+
+def _save_matmuls(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _MATMULS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+_MATMULS = set(_matmul_ops())
+
+
+def checkpoint_kwargs(policy: str = "full") -> dict[str, Any]:
+    """Keyword arguments for ``torch.utils.checkpoint.checkpoint`` under a policy.
+
+    ``full`` recomputes the whole layer in backward (least memory, one extra forward);
+    ``selective`` keeps the outputs of matmuls, convolutions and attention and recomputes only
+    the cheap elementwise ops (norms, activations, residual adds, dtype casts) between them,
+    which frees most of the memory those ops' saved tensors take at a few percent of step time.
+    """
+    if policy == "full":
+        return {"use_reentrant": False}
+    if policy == "selective":
+        return {
+            "use_reentrant": False,
+            "context_fn": partial(create_selective_checkpoint_contexts, _save_matmuls),
+        }
+    raise ValueError(f"checkpoint policy must be 'full' or 'selective', got {policy!r}")
+
+
+def enable_hf_checkpointing(
+    model: nn.Module, every_n_layers: int = 1, policy: str = "full"
+) -> None:
+    """Turn on non-reentrant activation checkpointing of a transformers model.
+
+    ``every_n_layers > 1`` checkpoints only every n-th layer where transformers supports it,
+    trading some memory back for less recomputation; ``policy`` as in :func:`checkpoint_kwargs`.
+    """
+    kwargs = checkpoint_kwargs(policy)
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(kwargs, every_n_layers=every_n_layers)
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        if every_n_layers != 1:
+            logger.warning(
+                "this transformers version checkpoints every layer; ignoring n=%d", every_n_layers
+            )
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise ValueError(f"{type(model).__name__} does not support activation checkpointing")
