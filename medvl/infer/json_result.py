@@ -25,6 +25,12 @@ def result_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    """A validator built once: ``jsonschema.validate`` re-checks the schema on every call."""
+    return jsonschema.Draft202012Validator(result_schema())
+
+
 def _finding(score: FindingScore) -> dict[str, Any]:
     return {
         "finding": score.finding,
@@ -85,7 +91,7 @@ def result_to_json(result: StudyResult, include_identifiers: bool = False) -> di
     }
     if include_identifiers:
         doc["identifiers"] = _identifiers(result)
-    jsonschema.validate(doc, result_schema())
+    _validator().validate(doc)
     return doc
 
 

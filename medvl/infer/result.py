@@ -29,7 +29,7 @@ class FindingScore:
 
 
 @dataclass
-class SegmentResult:
+class SegmentMask:
     """One segmented structure on one image; the mask stays in memory for the SEG writer."""
 
     structure: str
@@ -65,7 +65,7 @@ class ImageResult:
     view_position: str
     modality: str
     findings: list[FindingScore] = field(default_factory=list)
-    segments: list[SegmentResult] = field(default_factory=list)
+    segments: list[SegmentMask] = field(default_factory=list)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 
 from medvl import __version__
 from medvl.infer.codes import ARTIFICIAL_INTELLIGENCE, structure_codes
-from medvl.infer.result import SegmentResult
+from medvl.infer.result import SegmentMask
 
 MANUFACTURER = "medvl"
 
@@ -31,7 +31,7 @@ def algorithm_identification(model_name: str) -> hd.AlgorithmIdentificationSeque
 
 def build_segmentation(
     source: Dataset,
-    segments: Sequence[SegmentResult],
+    segments: Sequence[SegmentMask],
     model_name: str,
     series_number: int = 900,
 ) -> hd.seg.Segmentation:

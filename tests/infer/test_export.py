@@ -17,7 +17,7 @@ from medvl.infer.result import (
     FindingScore,
     ImageResult,
     ModelIdentity,
-    SegmentResult,
+    SegmentMask,
     SkippedFile,
     StudyResult,
 )
@@ -45,7 +45,7 @@ def _result(paths: list[Path]) -> tuple[StudyResult, dict[str, pydicom.Dataset]]
                     FindingScore("Cardiomegaly", 0.8 - 0.5 * k, 0.5),
                     FindingScore("Pleural Effusion", 0.2 + 0.1 * k, 0.5),
                 ],
-                segments=[SegmentResult("lungs", mask, 0.9, (0.5, 0.5))],
+                segments=[SegmentMask("lungs", mask, 0.9, (0.5, 0.5))],
             )
         )
     study = hash_uid(str(sources[images[0].sop_uid_hash].StudyInstanceUID))
@@ -114,7 +114,7 @@ def test_seg_round_trip_references_source(cr_study: list[Path], tmp_path: Path) 
 def test_seg_rejects_wrong_shape(cr_study: list[Path]) -> None:
     result, sources = _result(cr_study)
     image = result.images[0]
-    bad = SegmentResult("lungs", np.zeros((3, 3), bool), 0.5)
+    bad = SegmentMask("lungs", np.zeros((3, 3), bool), 0.5)
     with pytest.raises(ValueError, match=r"mask for lungs is \(3, 3\)"):
         build_segmentation(sources[image.sop_uid_hash], [bad], "tiny-sam")
 

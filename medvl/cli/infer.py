@@ -1,0 +1,146 @@
+"""``medvl infer`` (study folders in, JSON + SEG + SR out) and ``medvl listen`` (DICOM SCP)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import typer
+
+from medvl.cli.common import (
+    CONFIG_OPTION,
+    OVERRIDES_ARGUMENT,
+    job_config,
+    save_resolved,
+    setup_logging,
+)
+
+
+def _config(
+    config: Path | None,
+    overrides: list[str] | None,
+    model: str | None,
+    sam: str | None,
+    adapter: str | None,
+    include_identifiers: bool,
+):
+    from medvl.infer.pipeline import InferConfig
+
+    extra = [f"{k}={v}" for k, v in (("model", model), ("sam", sam), ("adapter", adapter)) if v]
+    if include_identifiers:
+        extra.append("include_identifiers=true")
+    return job_config(InferConfig, config, [*(overrides or []), *extra])
+
+
+def infer_command(
+    study_dir: Path = typer.Argument(..., help="A study folder (any depth), or a folder of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    model: str | None = typer.Option(None, "--model", help="Saved aligner directory."),
+    sam: str | None = typer.Option(None, "--sam", help="Saved SAM directory (segmentation)."),
+    adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter directory."),
+    studies: bool = typer.Option(
+        False, "--studies", help="STUDY_DIR holds one sub-folder per study."
+    ),
+    include_identifiers: bool = typer.Option(
+        False, "--include-identifiers", help="Put patient/study identifiers into the JSON."
+    ),
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run findings classification (and segmentation) on DICOM studies.
+
+    Writes ``OUT/<study>/result.json`` (+ DICOM SEG and SR). Exits non-zero only when no image
+    of any study could be analysed.
+    """
+    from tqdm import tqdm
+
+    from medvl.infer.export import export_study
+    from medvl.infer.pipeline import InferencePipeline
+
+    setup_logging(verbose)
+    cfg = _config(config, overrides, model, sam, adapter, include_identifiers)
+    if not study_dir.is_dir():
+        typer.echo(f"error: {study_dir}: not a folder", err=True)
+        raise typer.Exit(2)
+    folders = sorted(p for p in study_dir.iterdir() if p.is_dir()) if studies else [study_dir]
+    pipeline = InferencePipeline(cfg)
+    save_resolved(cfg, out)
+    analysed = 0
+    for folder in tqdm(folders, desc="studies", unit="study", disable=len(folders) < 2):
+        result = pipeline.run_study(folder)
+        export_study(
+            result,
+            out / result.study_uid_hash,
+            write_seg=cfg.write_seg,
+            write_sr=cfg.write_sr,
+            include_identifiers=cfg.include_identifiers,
+        )
+        analysed += len(result.images)
+        typer.echo(
+            f"{folder.name}: {len(result.images)} analysed, {len(result.skipped)} skipped, "
+            f"{result.seconds:.2f} s -> {out / result.study_uid_hash}"
+        )
+    if analysed == 0:
+        typer.echo("error: no image could be analysed", err=True)
+        raise typer.Exit(1)
+
+
+def listen_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    ae_title: str = typer.Option("MEDVL", "--ae-title"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(11112, "--port"),
+    forward: str | None = typer.Option(None, "--forward", help="AE@host:port for results."),
+    quiet_seconds: float = typer.Option(10.0, "--quiet-seconds"),
+    model: str | None = typer.Option(None, "--model", help="Saved aligner directory."),
+    sam: str | None = typer.Option(None, "--sam", help="Saved SAM directory."),
+    adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter directory."),
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Receive studies by C-STORE, analyse each after a quiet period, optionally forward results.
+
+    Stops cleanly on SIGTERM or Ctrl-C: no new associations, received studies are finished.
+    """
+    from medvl.infer.export import export_study
+    from medvl.infer.listener import ListenerConfig, StudyListener
+    from medvl.infer.pipeline import InferencePipeline
+
+    setup_logging(verbose)
+    cfg = _config(config, overrides, model, sam, adapter, False)
+    pipeline = InferencePipeline(cfg)
+    results = out / "results"
+
+    def process(folder: Path) -> list[Path]:
+        result = pipeline.run_study(folder)
+        return export_study(
+            result, results / result.study_uid_hash, write_seg=cfg.write_seg, write_sr=cfg.write_sr
+        )
+
+    listener_cfg = ListenerConfig(
+        ae_title=ae_title,
+        host=host,
+        port=port,
+        out_dir=out,
+        quiet_seconds=quiet_seconds,
+        forward=forward,
+    )
+    save_resolved(cfg, out)
+    listener = StudyListener(listener_cfg, process)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    listener.start()
+    typer.echo(f"listening as {ae_title} on {host}:{port}; results in {results}")
+    stop.wait()
+    typer.echo("stopping: finishing received studies")
+    listener.stop()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``infer`` and ``listen`` to the ``medvl`` app."""
+    app.command("infer")(infer_command)
+    app.command("listen")(listen_command)

@@ -1,0 +1,209 @@
+"""PACS-adjacent inference: a study in, one :class:`StudyResult` out.
+
+Models load once (:class:`InferencePipeline` is built once per process, then called per study):
+the aligner (optionally with a LoRA adapter merged in memory), its zero-shot prompt bank and
+calibration, and optionally a fine-tuned SAM. Per study, every instance is header-checked,
+eligible radiographs (rules in :class:`~medvl.infer.selection.EligibilityConfig`) are decoded
+once, scored in batches and segmented; everything else is listed in ``skipped`` with a reason.
+
+SAM needs a prompt. Without a user box, each structure in ``InferConfig.structures`` carries a
+box relative to the image (x0, y0, x1, y1 in [0, 1]); the default asks for the lungs inside a
+box covering the thorax of a frontal radiograph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medvl.data.transforms import PipelineConfig, geometry_transforms, read_radiograph
+from medvl.infer.result import (
+    FindingScore,
+    ImageResult,
+    ModelIdentity,
+    SegmentMask,
+    SkippedFile,
+    StudyResult,
+)
+from medvl.infer.selection import EligibilityConfig, select_images, study_files
+from medvl.io.dicom import DicomReadError, hash_uid
+from medvl.models.aligner import MedVLAligner, create_aligner
+from medvl.models.zeroshot import PromptBank, ZeroShotClassifier
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class InferConfig:
+    """What to load and how to decide, for ``medvl infer`` and ``medvl listen``."""
+
+    model: str = "tiny"  # saved aligner directory (or a preset name, for smoke tests)
+    adapter: str | None = None  # LoRA adapter directory, merged in memory at load
+    sam: str | None = None  # saved SAM directory; None = no segmentation
+    prompts: str | None = None  # prompt YAML; None = medvl's CheXpert-14 prompts
+    calibration: str | None = None  # JSON written by ZeroShotClassifier.save_calibration
+    findings: tuple[str, ...] = ()  # subset of the prompt bank; empty = all
+    threshold: float = 0.5
+    thresholds: dict[str, float] = field(default_factory=dict)  # per-finding overrides
+    structures: dict[str, tuple[float, float, float, float]] = field(
+        default_factory=lambda: {"lungs": (0.06, 0.08, 0.94, 0.92)}
+    )
+    eligibility: EligibilityConfig = field(default_factory=EligibilityConfig)
+    batch_size: int = 16
+    device: str = "auto"
+    write_seg: bool = True
+    write_sr: bool = True
+    include_identifiers: bool = False
+
+    def __post_init__(self) -> None:
+        for name, box in self.structures.items():
+            x0, y0, x1, y1 = box
+            if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+                raise ValueError(f"structures.{name}: relative box {box} must lie in [0, 1]")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_aligner(model: str, adapter: str | None) -> tuple[MedVLAligner, str | None]:
+    """The aligner (adapter merged in memory) and the adapter's SHA-256, if any."""
+    aligner = create_aligner(model)
+    if adapter is None:
+        return aligner, None
+    from medvl.models.hub import sha256_file
+    from medvl.models.lora import load_adapter
+
+    adapter_sha = sha256_file(Path(adapter) / "adapter_model.safetensors")
+    return load_adapter(aligner, adapter).merge_and_unload(), adapter_sha
+
+
+def aligner_checksum(aligner: MedVLAligner) -> str:
+    """SHA-256 of the weights as loaded; computed from the tensors when no file backs them."""
+    if aligner.weights_sha256:
+        return aligner.weights_sha256
+    digest = hashlib.sha256()
+    for name, tensor in sorted(aligner.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+class InferencePipeline:
+    """Loaded models + decision rules; :meth:`run_study` is called once per study."""
+
+    def __init__(self, config: InferConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        aligner, adapter_sha = load_aligner(config.model, config.adapter)
+        self.aligner = aligner.to(self.device).eval()
+        prompts = PromptBank.from_yaml(config.prompts)
+        if config.findings:
+            prompts = prompts.subset(config.findings)
+        self.classifier = ZeroShotClassifier(self.aligner, prompts)
+        if config.calibration:
+            self.classifier.load_calibration(config.calibration)
+        self.thresholds = [
+            config.thresholds.get(name, config.threshold) for name in self.classifier.findings
+        ]
+        self.segmenter = None
+        sam_name = sam_sha = None
+        if config.sam:
+            from medvl.models.sam import load_sam
+            from medvl.models.sam_predict import SamSegmenter
+
+            sam = load_sam(config.sam)
+            self.segmenter = SamSegmenter(sam, device=self.device)
+            sam_name, sam_sha = str(config.sam), sam.weights_sha256
+        self.identity = ModelIdentity(
+            aligner=str(config.model),
+            aligner_sha256=aligner_checksum(self.aligner),
+            adapter_sha256=adapter_sha,
+            sam=sam_name,
+            sam_sha256=sam_sha,
+        )
+        size = self.aligner.config.image.image_size
+        self.resize = geometry_transforms(PipelineConfig(size=size))
+        self.classifier.prompt_embeddings()  # embed the prompt bank once, at load
+
+    def run_study(self, study: Path | list[Path]) -> StudyResult:
+        """Analyse a study folder (any depth) or an explicit list of files."""
+        start = time.perf_counter()
+        paths = study_files(study) if isinstance(study, Path) else list(study)
+        eligible, skipped = select_images(paths, self.config.eligibility)
+        images: list[ImageResult] = []
+        for chunk_start in range(0, len(eligible), self.config.batch_size):
+            chunk = eligible[chunk_start : chunk_start + self.config.batch_size]
+            images += self._run_batch(chunk, skipped)
+        study_hashes = {h.study_uid_hash for _, h in eligible}
+        study_key = next(iter(study_hashes)) if len(study_hashes) == 1 else _combined(paths)
+        return StudyResult(
+            study_uid_hash=study_key,
+            model=self.identity,
+            images=images,
+            skipped=skipped,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _run_batch(self, chunk: list, skipped: list[SkippedFile]) -> list[ImageResult]:
+        decoded, pixels = [], []
+        for path, header in chunk:
+            try:
+                full, _ = read_radiograph(path)
+            except DicomReadError as err:
+                skipped.append(SkippedFile(Path(path).name, err.reason))
+                continue
+            decoded.append((Path(path), header, full[0]))
+            pixels.append(self.resize({"image": full})["image"])
+        if not decoded:
+            return []
+        batch = torch.stack([torch.as_tensor(p) for p in pixels]).to(self.device)
+        with torch.inference_mode():
+            probs = self.classifier.predict_proba(batch).numpy()
+        results = []
+        for (path, header, full), row in zip(decoded, probs):
+            findings = [
+                FindingScore(name, float(p), float(t))
+                for name, p, t in zip(self.classifier.findings, row, self.thresholds)
+            ]
+            results.append(
+                ImageResult(
+                    source_path=path,
+                    sop_uid_hash=header.sop_uid_hash,
+                    view_position=header.view_position,
+                    modality=header.modality,
+                    findings=findings,
+                    segments=self._segment(full, header.pixel_spacing),
+                )
+            )
+        return results
+
+    def _segment(
+        self, image: np.ndarray, spacing: tuple[float, float] | None
+    ) -> list[SegmentMask]:
+        if self.segmenter is None or not self.config.structures:
+            return []
+        h, w = image.shape
+        names = list(self.config.structures)
+        boxes = np.array(
+            [[x0 * w, y0 * h, x1 * w, y1 * h] for x0, y0, x1, y1 in self.config.structures.values()]
+        )
+        prediction = self.segmenter.predict(image, boxes=boxes)
+        return [
+            SegmentMask(name, prediction.masks[i], float(prediction.scores[i]), spacing)
+            for i, name in enumerate(names)
+        ]
+
+
+def _combined(paths: list[Path]) -> str:
+    """A stable key for a folder whose files carry no single StudyInstanceUID."""
+    return hash_uid("|".join(sorted(p.name for p in paths)))
