@@ -7,6 +7,8 @@
 * ``rsna_pneumonia`` -- :func:`rsna_pneumonia.load_rsna`: Studies + box-mask SegSamples.
 * ``siim_pneumothorax`` -- :func:`siim_pneumothorax.load_siim`: Studies + RLE-mask SegSamples.
 * ``csv`` -- :func:`csv_source.load_csv`: Studies (+ SegSamples) from a generic CSV.
+* ``mask_folder`` -- :func:`mask_folder.load_mask_folder`: SegSamples from an image/mask folder
+  (DICOM, NIfTI or PNG images; NIfTI or PNG masks; volumes as slices).
 * ``phantom`` -- synthetic radiographs paired with the IU reports (its own modules).
 
 Every adapter records unreadable files and malformed rows as failures and carries on. Each has
@@ -94,6 +96,17 @@ class CsvConfig:
     seed: int = 0
 
 
+@dataclass
+class MaskFolderConfig:
+    """Options of the generic image/mask folder adapter (see :mod:`.mask_folder`)."""
+
+    structure: str = "foreground"
+    labels: dict[int, str] | None = None
+    window: tuple[float, float] | str | None = None
+    include_empty: bool = False
+    seed: int = 0
+
+
 @dataclass(frozen=True)
 class Adapter:
     """How to run one adapter: module, function, its config class, whether it writes masks."""
@@ -110,6 +123,7 @@ ADAPTERS: dict[str, Adapter] = {
     "rsna_pneumonia": Adapter("rsna_pneumonia", "load_rsna", RsnaConfig, writes_masks=True),
     "siim_pneumothorax": Adapter("siim_pneumothorax", "load_siim", SiimConfig, writes_masks=True),
     "csv": Adapter("csv_source", "load_csv", CsvConfig),
+    "mask_folder": Adapter("mask_folder", "load_mask_folder", MaskFolderConfig, writes_masks=True),
 }
 
 
