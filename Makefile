@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(VENV)/bin/medvl demo --size $(SIZE) --out runs/demo
+	$(VENV)/bin/medvl demo -c configs/demo_$(SIZE).yaml
 
 lint: install
 	$(VENV)/bin/ruff check medvl tests bench

@@ -72,9 +72,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             start = time.perf_counter()
             result = pipeline.run_study(folder)
-            export_study(
-                result, root / "out" / folder.name, write_seg=args.sam, write_sr=False
-            )
+            export_study(result, root / "out" / folder.name, write_seg=args.sam, write_sr=False)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
@@ -91,7 +89,8 @@ def main() -> None:
         "ms_per_radiograph_p90": 1000 * sorted(per_image)[int(0.9 * (len(per_image) - 1))],
         "studies_per_minute": 60.0 / statistics.mean(per_study),
     }
-    print(f"{'preset':<20} {'device':<28} {'ms/radiograph (median)':>24} {'p90':>8} {'studies/min':>12}")
+    header = f"{'preset':<20} {'device':<28} {'ms/radiograph (median)':>24} {'p90':>8}"
+    print(f"{header} {'studies/min':>12}")
     print(
         f"{summary['preset']:<20} {summary['device'][:28]:<28} "
         f"{summary['ms_per_radiograph_median']:>24.1f} {summary['ms_per_radiograph_p90']:>8.1f} "

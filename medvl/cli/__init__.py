@@ -17,7 +17,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold PHI from headers
 )
 
-COMMAND_MODULES: tuple[str, ...] = ("data", "ingest", "zeroshot", "infer")
+COMMAND_MODULES: tuple[str, ...] = (
+    "data",
+    "ingest",
+    "zeroshot",
+    "train",
+    "segment",
+    "infer",
+    "demo",
+)
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"medvl.cli.{_name}").register(app)

@@ -22,6 +22,8 @@ def setup_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # highdicom narrates every attribute it copies at INFO
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 
 def job_config(cls: type[T], config: Path | None, overrides: list[str] | None) -> T:

@@ -69,7 +69,7 @@ class Study:
 
 @dataclass
 class ImageReportPair:
-    """One image paired with its study's report text and labels: the unit of contrastive training."""
+    """An image paired with its study's report text and labels: the unit of contrastive training."""
 
     image: ImageRecord
     study_id: str
@@ -173,7 +173,7 @@ def split_of(patient_key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1), see
     digest = hashlib.sha256(f"{seed}:{patient_key}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     edge = 0.0
-    for name, frac in zip(SPLITS, fractions):
+    for name, frac in zip(SPLITS, fractions, strict=True):
         edge += frac
         if u < edge:
             return name

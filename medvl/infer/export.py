@@ -46,7 +46,9 @@ def export_study(
         for image in result.images:
             if not image.segments:
                 continue
-            seg = build_segmentation(sources[image.sop_uid_hash], image.segments, result.model.sam or "")
+            seg = build_segmentation(
+                sources[image.sop_uid_hash], image.segments, result.model.sam or ""
+            )
             path = out_dir / f"seg_{image.sop_uid_hash}.dcm"
             seg.save_as(path)
             written.append(path)
@@ -54,5 +56,7 @@ def export_study(
         path = out_dir / "findings_sr.dcm"
         build_findings_report(result, sources).save_as(path)
         written.append(path)
-    logger.info("study %s: wrote result.json and %d DICOM objects", result.study_uid_hash, len(written))
+    logger.info(
+        "study %s: wrote result.json and %d DICOM objects", result.study_uid_hash, len(written)
+    )
     return written

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import pydicom
 
-from medvl.infer.result import FindingScore, StudyResult, SCHEMA_VERSION
+from medvl.infer.result import SCHEMA_VERSION, FindingScore, StudyResult
 
 
 @cache

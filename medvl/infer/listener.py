@@ -7,8 +7,8 @@ one worker thread, so a burst of studies never loads several models' worth of wo
 
 Instances that cannot be used (undecodable, inconsistent pixel data, missing attributes) are
 refused with a DIMSE failure status and a log line that names the reason, never the patient.
-Processed studies move to ``<out>/processed/``. Studies left in ``incoming/`` by an earlier run (a crash, a SIGTERM mid-study) are picked up on
-start, so a received file is never lost.
+Processed studies move to ``<out>/processed/``. Studies left in ``incoming/`` by an earlier run
+(a crash, a SIGTERM mid-study) are picked up on start, so a received file is never lost.
 """
 
 from __future__ import annotations
@@ -258,4 +258,3 @@ class StudyListener:
                     logger.error("forward of %s failed", path.name)
         finally:
             assoc.release()
-

@@ -170,10 +170,10 @@ class InferencePipeline:
         with torch.inference_mode():
             probs = self.classifier.predict_proba(batch).numpy()
         results = []
-        for (path, header, full), row in zip(decoded, probs):
+        for (path, header, full), row in zip(decoded, probs, strict=True):
             findings = [
                 FindingScore(name, float(p), float(t))
-                for name, p, t in zip(self.classifier.findings, row, self.thresholds)
+                for name, p, t in zip(self.classifier.findings, row, self.thresholds, strict=True)
             ]
             results.append(
                 ImageResult(
@@ -187,9 +187,7 @@ class InferencePipeline:
             )
         return results
 
-    def _segment(
-        self, image: np.ndarray, spacing: tuple[float, float] | None
-    ) -> list[SegmentMask]:
+    def _segment(self, image: np.ndarray, spacing: tuple[float, float] | None) -> list[SegmentMask]:
         if self.segmenter is None or not self.config.structures:
             return []
         h, w = image.shape

@@ -104,6 +104,4 @@ class StudyResult:
             for score in image.findings:
                 if score.finding not in best or score.probability > best[score.finding].probability:
                     best[score.finding] = score
-        return [
-            FindingScore(s.finding, s.probability, s.threshold) for s in best.values()
-        ]
+        return [FindingScore(s.finding, s.probability, s.threshold) for s in best.values()]

@@ -27,7 +27,8 @@ class EligibilityConfig:
 def reason_ineligible(header: DicomImage, rules: EligibilityConfig) -> str | None:
     """Why ``header`` is not eligible under ``rules``, or None when it is."""
     if header.modality not in rules.modalities:
-        return f"modality {header.modality or 'missing'} is not eligible ({', '.join(rules.modalities)})"
+        allowed = ", ".join(rules.modalities)
+        return f"modality {header.modality or 'missing'} is not eligible ({allowed})"
     if not header.view_position:
         if not rules.allow_missing_view:
             return "ViewPosition is empty and allow_missing_view is off"

@@ -292,7 +292,9 @@ def decode_pixels(ds: Dataset, path: str, h: PixelHeader) -> tuple[np.ndarray, d
     options: dict[str, bool] = {}
     if decoder.is_native:
         attempts = [("native", "")]
-        options["view_only"] = True  # the pipeline copies anyway; skip pydicom's copy
+        # The pipeline copies anyway, so skip pydicom's copy; a view is impossible (and pydicom
+        # warns on every file) when unused high bits must be masked off.
+        options["view_only"] = h.bits_stored == h.bits_allocated
     else:
         available = decoder.available_plugins
         ordered = [p for p in PLUGIN_PREFERENCE if p in available]

@@ -20,14 +20,23 @@ from medvl.data.records import (
 
 def _study(i: int, patient: str) -> Study:
     images = [
-        ImageRecord(path=f"/d/{i}_pa.dcm", image_id=f"{i}-pa", view_position="PA",
-                    pixel_spacing=(0.2, 0.2), masks={"lungs": f"/d/{i}_lungs.png"}),
+        ImageRecord(
+            path=f"/d/{i}_pa.dcm",
+            image_id=f"{i}-pa",
+            view_position="PA",
+            pixel_spacing=(0.2, 0.2),
+            masks={"lungs": f"/d/{i}_lungs.png"},
+        ),
         ImageRecord(path=f"/d/{i}_lat.dcm", image_id=f"{i}-lat", view_position="LL"),
     ]
     return Study(
-        study_id=f"s{i}", patient_key=patient, source="test", report_text="raw",
+        study_id=f"s{i}",
+        patient_key=patient,
+        source="test",
+        report_text="raw",
         sections={"findings": "Heart is large.", "impression": "Cardiomegaly."},
-        labels={"Cardiomegaly": 1, "Edema": None, "Pneumothorax": 0}, images=images,
+        labels={"Cardiomegaly": 1, "Edema": None, "Pneumothorax": 0},
+        images=images,
     )
 
 

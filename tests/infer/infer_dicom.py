@@ -12,8 +12,16 @@ PLANTED_NAME = "Doe^Jane^Q"
 PLANTED_ID = "MRN-90210-XYZ"
 
 
-def make_cr(path: Path, *, study_uid: str, rows: int = 48, columns: int = 40,
-            view: str = "PA", modality: str = "CR", seed: int = 0) -> Dataset:
+def make_cr(
+    path: Path,
+    *,
+    study_uid: str,
+    rows: int = 48,
+    columns: int = 40,
+    view: str = "PA",
+    modality: str = "CR",
+    seed: int = 0,
+) -> Dataset:
     """Write a small MONOCHROME2 CR image with planted patient identifiers."""
     rng = np.random.default_rng(seed)
     meta = FileMetaDataset()
@@ -51,4 +59,3 @@ def make_cr(path: Path, *, study_uid: str, rows: int = 48, columns: int = 40,
     ds.PixelData = rng.integers(0, 4096, (rows, columns), dtype=np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return ds
-

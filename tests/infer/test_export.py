@@ -136,9 +136,7 @@ def test_sr_round_trip(cr_study: list[Path], tmp_path: Path) -> None:
     assert len(groups) == 4
     probs = sorted(float(m.value) for g in groups for m in g.get_measurements())
     assert probs == pytest.approx(sorted([0.8, 0.2, 0.3, 0.3]))
-    decisions = sorted(
-        e.value.meaning for g in groups for e in g.get_qualitative_evaluations()
-    )
+    decisions = sorted(e.value.meaning for g in groups for e in g.get_qualitative_evaluations())
     assert decisions == ["Absent", "Absent", "Absent", "Present"]
-    # SR and SEG are clinical objects filed with the patient: they carry the source's patient module.
+    # SR and SEG are clinical objects filed with the patient: they carry its patient module.
     assert again.PatientID == PLANTED_ID
