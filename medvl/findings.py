@@ -42,4 +42,3 @@ CHEXPERT_14: tuple[str, ...] = (
 POSITIVE = 1
 NEGATIVE = 0
 UNCERTAIN = -1
-
