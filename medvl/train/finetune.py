@@ -119,7 +119,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     else:
         result["trainable_parameters"] = 0
         result["train_examples"] = 0
-    metrics = evaluate_classifier(model, test, config.head.uncertain)
+    metrics = evaluate_classifier(model, test, roc_png=out / "roc.png")
     result["eval_split"] = config.eval_split
     result["macro_auroc"] = metrics["macro"]["auroc"]
     result["metrics"] = metrics

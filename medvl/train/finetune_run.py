@@ -69,19 +69,27 @@ def predict_proba(
     return torch.cat(out)
 
 
-def evaluate_classifier(model: FindingsClassifier, data: dict[str, Any], uncertain: str) -> dict:
-    """Per-finding and macro AUROC (uncertain labels left out, the usual evaluation)."""
+def evaluate_classifier(
+    model: FindingsClassifier, data: dict[str, Any], roc_png: Path | None = None
+) -> dict:
+    """Per-finding and macro AUROC (uncertain labels left out, the usual evaluation).
+
+    ``roc_png`` also draws the per-finding ROC curves there.
+    """
     from medvl.eval.metrics import classification_metrics
+    from medvl.eval.plots import roc_curves_png
 
     probs = predict_proba(model, data["image"])
     labels = label_columns(data["labels"], model.findings)
+    if roc_png is not None:
+        roc_curves_png(probs, labels, model.findings, roc_png, title=f"ROC: {roc_png.parent.name}")
     return classification_metrics(probs, labels, model.findings, uncertain="ignore")
 
 
 def _val_auroc(model: FindingsClassifier, val: dict[str, Any] | None) -> dict[str, float] | None:
     if val is None:
         return None
-    macro = evaluate_classifier(model, val, "ignore")["macro"]["auroc"]
+    macro = evaluate_classifier(model, val)["macro"]["auroc"]
     return {"val_auroc": float("nan") if macro is None else macro}
 
 
