@@ -235,7 +235,7 @@ class DemoRun:
             *[f"| {k} | {v:.1f} |" for k, v in self.times.items()],
             f"| total | {sum(self.times.values()):.1f} |",
             "",
-            "Plots: zeroshot_base/roc.png, zeroshot_dapt/roc.png, lora/roc.png, sam/, infer/output/.",
+            "Plots: zeroshot_base/roc.png, zeroshot_dapt/roc.png, lora/roc.png, sam/ (overlays).",
         ]
         (self.out / "summary.md").write_text("\n".join(lines) + "\n")
         return summary

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medvl.data.records import Failure, ImageRecord, write_manifest
+from medvl.data.records import Failure, ImageRecord, image_record, write_manifest
 
 __all__ = [
     "FAILURES_FILE",
@@ -134,25 +134,10 @@ def inspect_file(path: str, salt: str = "", decode_check: bool = False) -> Outco
     except Exception as err:  # header was valid a moment ago; the file changed under us
         return ("failure", f"header became unreadable while ingesting ({type(err).__name__})")
     pseudonym = patient_key(str(ids.get("PatientID", "") or ""), salt)
-    record = ImageRecord(
-        path=path,
-        image_id=image.sop_uid_hash or content_hash[:16],
-        study_id=image.study_uid_hash,
-        patient_key=pseudonym or image.study_uid_hash,
-        modality=image.modality,
-        view_position=image.view_position.strip().upper(),
-        photometric=image.photometric,
-        rows=image.rows,
-        columns=image.columns,
-        frames=image.frames,
-        bits_stored=image.bits_stored,
-        pixel_spacing=image.pixel_spacing,
-        transfer_syntax=image.transfer_syntax,
-        sop_uid_hash=image.sop_uid_hash,
-        series_uid_hash=image.series_uid_hash,
-        study_uid_hash=image.study_uid_hash,
-        content_hash=content_hash,
-    )
+    record = image_record(
+        image, path, image.sop_uid_hash or content_hash[:16],
+        pseudonym or image.study_uid_hash, content_hash,
+    )  # fmt: skip
     return ("image", asdict(record))
 
 

@@ -13,7 +13,10 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from medvl.io.dicom import DicomImage
 
 R = TypeVar("R")
 
@@ -43,6 +46,31 @@ class ImageRecord:
     study_uid_hash: str = ""
     content_hash: str = ""
     masks: dict[str, str] = field(default_factory=dict)
+
+
+def image_record(
+    image: DicomImage, path: str, image_id: str, patient_key: str, content_hash: str = ""
+) -> ImageRecord:
+    """The manifest record of a header from ``read_dicom``: safe fields only, view in upper case."""
+    return ImageRecord(
+        path=path,
+        image_id=image_id,
+        study_id=image.study_uid_hash,
+        patient_key=patient_key,
+        modality=image.modality,
+        view_position=image.view_position.strip().upper(),
+        photometric=image.photometric,
+        rows=image.rows,
+        columns=image.columns,
+        frames=image.frames,
+        bits_stored=image.bits_stored,
+        pixel_spacing=image.pixel_spacing,
+        transfer_syntax=image.transfer_syntax,
+        sop_uid_hash=image.sop_uid_hash,
+        series_uid_hash=image.series_uid_hash,
+        study_uid_hash=image.study_uid_hash,
+        content_hash=content_hash,
+    )
 
 
 @dataclass

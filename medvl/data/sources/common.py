@@ -20,7 +20,15 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
-from medvl.data.records import Failure, ImageRecord, Label, SegSample, Study, write_manifest
+from medvl.data.records import (
+    Failure,
+    ImageRecord,
+    Label,
+    SegSample,
+    Study,
+    image_record,
+    write_manifest,
+)
 from medvl.findings import CHEXPERT_14
 
 STUDIES_MANIFEST = "studies.jsonl"
@@ -164,24 +172,7 @@ def read_header(path: str | Path, image_id: str = "") -> ImageRecord:
     except DicomReadError as err:
         raise ValueError(str(err)) from None
     patient_key = hash_uid(str(ids.get("PatientID", "") or "")) or image.study_uid_hash
-    return ImageRecord(
-        path=str(path),
-        image_id=image_id or path.stem,
-        study_id=image.study_uid_hash,
-        patient_key=patient_key,
-        modality=image.modality,
-        view_position=image.view_position.strip().upper(),
-        photometric=image.photometric,
-        rows=image.rows,
-        columns=image.columns,
-        frames=image.frames,
-        bits_stored=image.bits_stored,
-        pixel_spacing=image.pixel_spacing,
-        transfer_syntax=image.transfer_syntax,
-        sop_uid_hash=image.sop_uid_hash,
-        series_uid_hash=image.series_uid_hash,
-        study_uid_hash=image.study_uid_hash,
-    )
+    return image_record(image, str(path), image_id or path.stem, patient_key)
 
 
 def raster_record(path: str | Path, image_id: str = "", view_position: str = "") -> ImageRecord:

@@ -27,12 +27,14 @@ from medvl.data.sources.iu_mesh import default_mapping, split_term
 from medvl.findings import (
     ATELECTASIS,
     CARDIOMEGALY,
+    CHEXPERT_14,
     CONSOLIDATION,
     EDEMA,
     ENLARGED_CARDIOMEDIASTINUM,
     FRACTURE,
     LUNG_LESION,
     LUNG_OPACITY,
+    NO_FINDING,
     PLEURAL_EFFUSION,
     PLEURAL_OTHER,
     PNEUMONIA,
@@ -45,21 +47,7 @@ from medvl.io.reports import split_sentences
 
 RIGHT, LEFT = 0, 1
 UNCERTAIN_DRAW_P = 0.5
-DRAWABLE: tuple[str, ...] = (
-    ENLARGED_CARDIOMEDIASTINUM,
-    CARDIOMEGALY,
-    LUNG_LESION,
-    LUNG_OPACITY,
-    EDEMA,
-    CONSOLIDATION,
-    PNEUMONIA,
-    ATELECTASIS,
-    PNEUMOTHORAX,
-    PLEURAL_EFFUSION,
-    PLEURAL_OTHER,
-    FRACTURE,
-    SUPPORT_DEVICES,
-)
+DRAWABLE: tuple[str, ...] = tuple(f for f in CHEXPERT_14 if f != NO_FINDING)
 EXTRAS = ("calcified_granuloma", "surgical_hardware", "low_volumes", "hyperinflation")
 EXTRA_TERMS = {
     "calcified granuloma": "calcified_granuloma",
