@@ -132,3 +132,19 @@ def test_pretrain_config_is_validated():
         from_dict(PretrainConfig, {"stages": [{"kind": "vqa"}]})
     with pytest.raises(ConfigError, match="stages\\[0\\].train.lrr|lrr"):
         from_dict(PretrainConfig, {"stages": [{"kind": "mlm", "train": {"lrr": 1.0}}]})
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("dapt_phantom", "pretrain"), ("dapt_phantom_tiny", "pretrain"),
+     ("lora_findings", "finetune"), ("lora_findings_tiny", "finetune")],
+)
+def test_shipped_configs_load(name, kind):
+    from pathlib import Path
+
+    from medvl.config import load_config
+    from medvl.train.finetune import FinetuneConfig
+
+    path = Path(__file__).parents[2] / "configs" / f"{name}.yaml"
+    config = load_config(PretrainConfig if kind == "pretrain" else FinetuneConfig, path)
+    assert config.output_dir.parts[0] == "runs"
