@@ -179,6 +179,16 @@ class CheckpointManager:
         self.barrier()
         return final
 
+    def clear(self) -> None:
+        """Delete every checkpoint under ``root`` (main process; all ranks wait)."""
+        if self.is_main and self.root.is_dir():
+            stale = [*self.step_checkpoints(), self.root / "best"]
+            if any(p.exists() for p in stale):
+                logger.warning("%s: removing checkpoints of an earlier run", self.root)
+            for path in stale:
+                shutil.rmtree(path, ignore_errors=True)
+        self.barrier()
+
     def prune(self) -> None:
         """Delete all but the newest ``keep_last`` step checkpoints."""
         for stale in self.step_checkpoints()[: -self.keep_last]:

@@ -198,6 +198,8 @@ class Engine:
         )
         prog, rng = TrainProgress(), None
         resume_from = ckpt.latest() if cfg.resume == "auto" else None
+        if cfg.resume == "never":
+            ckpt.clear()  # a fresh run must not be mixed up with an older one's checkpoints
         if cfg.resume not in ("auto", "never"):
             resume_from = Path(cfg.resume)
         if resume_from is not None:
@@ -212,7 +214,6 @@ class Engine:
         if freeze is not None:
             freeze.thawed = None
             freeze.update(prog.step, toggle_requires_grad=not distributed)
-        if freeze is not None:
             trainable = freeze.trainable_parameters()
         else:
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -164,3 +164,12 @@ def test_saved_state_is_plain_json(tmp_path, toy_data):
     engine.fit(ToyNet(), engine.make_loader(toy_data), toy_loss)
     state = json.loads((tmp_path / "checkpoints" / "step-00000003" / "state.json").read_text())
     assert state["step"] == 3 and state["num_processes"] == 1
+
+
+def test_resume_never_starts_clean(tmp_path, toy_data):
+    engine = make_engine(tmp_path, max_steps=3)
+    engine.fit(ToyNet(), engine.make_loader(toy_data), toy_loss)
+    fresh = make_engine(tmp_path, max_steps=2, resume="never")
+    result = fresh.fit(ToyNet(), fresh.make_loader(toy_data), toy_loss)
+    assert result.resumed_from == 0 and result.step == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000002"]
