@@ -10,7 +10,8 @@
     study_id  str
 
 Images come from the tensor cache when one is given (no DICOM decoding on a hit) and from the
-deterministic eval chain otherwise; ``augment`` then runs on the tensor, so a cached epoch still
+deterministic eval chain otherwise; ``augment`` (per sample) or ``batch_augment`` (per batch, in
+``collate``) then runs on the tensors, so a cached epoch still
 gets fresh augmentation. ``collate_pairs`` stacks a batch and tokenizes its texts when given a
 Hugging Face tokenizer.
 """
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from medvl.data.batch_augment import BatchAugment
 from medvl.data.cache import TensorCache
 from medvl.data.ingest import file_sha256
 from medvl.data.records import ImageRecord, ImageReportPair, Label, SegSample
@@ -58,6 +60,9 @@ class PairDataset(Dataset):
         A :class:`TensorCache` of eval-chain outputs, looked up by ``content_hash``.
     augment
         Dictionary transform run on ``{"image": tensor}`` after loading (training only).
+    batch_augment
+        Applied by :attr:`collate` to each stacked batch (training only; much faster than a
+        per-sample ``augment`` for small images).
     tokenizer, max_length
         Used by :attr:`collate` to tokenize texts per batch.
     findings
@@ -71,6 +76,7 @@ class PairDataset(Dataset):
         *,
         cache: TensorCache | None = None,
         augment: Transform | None = None,
+        batch_augment: BatchAugment | None = None,
         tokenizer: Any = None,
         max_length: int = 128,
         findings: Sequence[str] = CHEXPERT_14,
@@ -81,6 +87,7 @@ class PairDataset(Dataset):
             raise ValueError("PairDataset needs a transform, or a cache made for a PipelineConfig")
         self.pairs = list(pairs)
         self.transform, self.cache, self.augment = transform, cache, augment
+        self.batch_augment = batch_augment
         self.tokenizer, self.max_length = tokenizer, max_length
         self.findings = tuple(findings)
         self._hashes: dict[str, str] = {}
@@ -119,8 +126,8 @@ class PairDataset(Dataset):
 
     @property
     def collate(self) -> PairCollator:
-        """A picklable collate function with this dataset's tokenizer (for ``DataLoader``)."""
-        return PairCollator(self.tokenizer, self.max_length)
+        """A picklable collate function with this dataset's tokenizer and batch augmentation."""
+        return PairCollator(self.tokenizer, self.max_length, self.batch_augment)
 
 
 def collate_pairs(
@@ -156,12 +163,17 @@ def collate_pairs(
 class PairCollator:
     """``collate_pairs`` bound to a tokenizer; picklable, so DataLoader workers can use it."""
 
-    def __init__(self, tokenizer: Any = None, max_length: int = 128) -> None:
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(
+        self, tokenizer: Any = None, max_length: int = 128, augment: BatchAugment | None = None
+    ) -> None:
+        self.tokenizer, self.max_length, self.augment = tokenizer, max_length, augment
 
     def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Collate ``batch`` with the bound tokenizer."""
-        return collate_pairs(batch, self.tokenizer, self.max_length)
+        """Collate ``batch`` with the bound tokenizer, then augment its images as a batch."""
+        out = collate_pairs(batch, self.tokenizer, self.max_length)
+        if self.augment is not None:
+            out["image"] = self.augment(out["image"], out["image_id"])
+        return out
 
 
 class SegDataset(Dataset):

@@ -102,9 +102,10 @@ def pair_dataset(
     train: bool = False,
 ) -> PairDataset:
     """A cached :class:`PairDataset` at ``image_size`` (the cache is filled on first use)."""
+    from medvl.data.batch_augment import BatchAugment
     from medvl.data.cache import build_cache
     from medvl.data.datasets import PairDataset
-    from medvl.data.transforms import PipelineConfig, augment_transforms
+    from medvl.data.transforms import PipelineConfig
 
     pipeline = PipelineConfig(size=image_size)
     root = config.cache_dir or Path(config.manifest or ".").parent / "tensor_cache"
@@ -114,9 +115,9 @@ def pair_dataset(
         logger.warning("%d images could not be cached; first: %s", len(built.failures), first)
         bad = {f.path for f in built.failures}
         pairs = [p for p in pairs if p.image.path not in bad]
-    augment = augment_transforms(size=image_size) if (train and config.augment) else None
+    augment = BatchAugment() if (train and config.augment) else None
     return PairDataset(
-        pairs, cache=built.cache, augment=augment, tokenizer=tokenizer, max_length=max_length
+        pairs, cache=built.cache, batch_augment=augment, tokenizer=tokenizer, max_length=max_length
     )
 
 
