@@ -121,7 +121,7 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{prefix or cls.__name__}: {err}") from err
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from err
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

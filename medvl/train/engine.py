@@ -163,7 +163,8 @@ class Engine:
             ``(model, batch) -> (loss, logs)``; ``logs`` are extra scalars to record.
         eval_fn
             ``(unwrapped model) -> metrics``, run in eval mode under ``no_grad`` on every rank
-            every ``eval_every`` steps (or per epoch) and at the end.
+            every ``eval_every`` steps (or per epoch), at the end, and with ``eval_at_start``
+            also on the starting weights (so fine-tuning can never select worse than its start).
         param_groups
             Optimizer groups (e.g. :func:`discriminative_param_groups`); default: every
             trainable parameter at ``lr``, no weight decay on biases and norms.
@@ -251,6 +252,9 @@ class Engine:
         step_lr = math.nan
         last_saved = last_eval = -1
         stop = False
+        if eval_fn is not None and cfg.eval_at_start and prog.step == 0:
+            stop = self._evaluate(model, eval_fn, prog, ckpt, run_log, result)
+            last_eval = 0
         model.train()
         while prog.step < total and not stop:
             loader.set_epoch(prog.epoch)

@@ -41,6 +41,7 @@ class EngineConfig:
     max_grad_norm: float = 1.0  # 0 disables clipping
     log_every: int = 10
     eval_every: int = 0  # steps; 0 = at the end of each epoch and of training
+    eval_at_start: bool = False  # also evaluate the starting weights (step 0; they can be best)
     checkpoint_every: int = 0  # steps; the final step is always checkpointed
     keep_last: int = 2
     best_metric: str = ""  # eval key that picks checkpoints/best; "" = no best tracking

@@ -134,6 +134,27 @@ def test_best_checkpoint_and_early_stopping(tmp_path, toy_data):
     assert not (result.best_checkpoint / "optimizer.pt").exists()  # weights-only
 
 
+def test_eval_at_start_lets_the_starting_weights_win(tmp_path, toy_data):
+    from medvl.train.checkpoint import load_model_weights
+
+    scores = iter([9.0, 1.0, 2.0, 3.0])
+    engine = make_engine(
+        tmp_path, max_steps=6, eval_every=2, best_metric="score", eval_at_start=True
+    )
+    torch.manual_seed(0)
+    model = ToyNet()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    result = engine.fit(
+        model, engine.make_loader(toy_data), toy_loss, lambda m: {"score": next(scores)}
+    )
+    assert [e["step"] for e in result.evals] == [0, 2, 4, 6]
+    assert (result.best_step, result.best_value) == (0, 9.0)
+    assert not torch.equal(model.state_dict()["head.weight"], start["head.weight"])
+    load_model_weights(model, result.best_checkpoint)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, start[name]), name
+
+
 def test_unknown_best_metric_is_named(tmp_path, toy_data):
     engine = make_engine(tmp_path, max_steps=2, eval_every=1, best_metric="auroc")
     with pytest.raises(KeyError, match="auroc.*neg_mse"):
