@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -16,6 +17,10 @@ from medvl.cli.common import (
     setup_logging,
 )
 
+FINETUNED_OPTION = typer.Option(
+    None, "--finetuned", help="A `medvl finetune` output folder (its head replaces the prompts)."
+)
+
 
 def _config(
     config: Path | None,
@@ -23,14 +28,27 @@ def _config(
     model: str | None,
     sam: str | None,
     adapter: str | None,
+    finetuned: str | None,
     include_identifiers: bool,
 ):
     from medvl.infer.pipeline import InferConfig
 
-    extra = [f"{k}={v}" for k, v in (("model", model), ("sam", sam), ("adapter", adapter)) if v]
+    given = (("model", model), ("sam", sam), ("adapter", adapter), ("finetuned", finetuned))
+    extra = [f"{k}={v}" for k, v in given if v]
     if include_identifiers:
         extra.append("include_identifiers=true")
     return job_config(InferConfig, config, [*(overrides or []), *extra])
+
+
+def _load_pipeline(cfg: Any) -> Any:
+    """The models of ``cfg``, loaded once; a missing or unusable model is a usage error (2)."""
+    from medvl.infer.pipeline import InferencePipeline
+
+    try:
+        return InferencePipeline(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def infer_command(
@@ -39,6 +57,7 @@ def infer_command(
     model: str | None = typer.Option(None, "--model", help="Saved aligner directory."),
     sam: str | None = typer.Option(None, "--sam", help="Saved SAM directory (segmentation)."),
     adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter directory."),
+    finetuned: str | None = FINETUNED_OPTION,
     studies: bool = typer.Option(
         False, "--studies", help="STUDY_DIR holds one sub-folder per study."
     ),
@@ -57,15 +76,14 @@ def infer_command(
     from tqdm import tqdm
 
     from medvl.infer.export import export_study
-    from medvl.infer.pipeline import InferencePipeline
 
     setup_logging(verbose)
-    cfg = _config(config, overrides, model, sam, adapter, include_identifiers)
+    cfg = _config(config, overrides, model, sam, adapter, finetuned, include_identifiers)
     if not study_dir.is_dir():
         typer.echo(f"error: {study_dir}: not a folder", err=True)
         raise typer.Exit(2)
     folders = sorted(p for p in study_dir.iterdir() if p.is_dir()) if studies else [study_dir]
-    pipeline = InferencePipeline(cfg)
+    pipeline = _load_pipeline(cfg)
     save_resolved(cfg, out)
     analysed = 0
     for folder in tqdm(folders, desc="studies", unit="study", disable=len(folders) < 2):
@@ -97,6 +115,7 @@ def listen_command(
     model: str | None = typer.Option(None, "--model", help="Saved aligner directory."),
     sam: str | None = typer.Option(None, "--sam", help="Saved SAM directory."),
     adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter directory."),
+    finetuned: str | None = FINETUNED_OPTION,
     config: Path | None = CONFIG_OPTION,
     overrides: list[str] | None = OVERRIDES_ARGUMENT,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -107,11 +126,10 @@ def listen_command(
     """
     from medvl.infer.export import export_study
     from medvl.infer.listener import ListenerConfig, StudyListener
-    from medvl.infer.pipeline import InferencePipeline
 
     setup_logging(verbose)
-    cfg = _config(config, overrides, model, sam, adapter, False)
-    pipeline = InferencePipeline(cfg)
+    cfg = _config(config, overrides, model, sam, adapter, finetuned, False)
+    pipeline = _load_pipeline(cfg)
     results = out / "results"
 
     def process(folder: Path) -> list[Path]:

@@ -61,6 +61,7 @@ def result_to_json(result: StudyResult, include_identifiers: bool = False) -> di
             "aligner": result.model.aligner,
             "aligner_sha256": result.model.aligner_sha256,
             "adapter_sha256": result.model.adapter_sha256,
+            "head_sha256": result.model.head_sha256,
             "sam": result.model.sam,
             "sam_sha256": result.model.sam_sha256,
         },

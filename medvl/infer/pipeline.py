@@ -13,11 +13,13 @@ box covering the thorax of a frontal radiograph.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -39,12 +41,24 @@ from medvl.models.zeroshot import PromptBank, ZeroShotClassifier
 logger = logging.getLogger(__name__)
 
 
+class FindingsScorer(Protocol):
+    """What the pipeline needs from a classifier (zero-shot or fine-tuned)."""
+
+    aligner: MedVLAligner
+
+    @property
+    def findings(self) -> tuple[str, ...]: ...
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass
 class InferConfig:
     """What to load and how to decide, for ``medvl infer`` and ``medvl listen``."""
 
-    model: str = "tiny"  # saved aligner directory (or a preset name, for smoke tests)
+    model: str | None = None  # saved aligner directory (or preset); with finetuned: its base
     adapter: str | None = None  # LoRA adapter directory, merged in memory at load
+    finetuned: str | None = None  # a `medvl finetune` output folder: its head replaces prompts
     sam: str | None = None  # saved SAM directory; None = no segmentation
     prompts: str | None = None  # prompt YAML; None = medvl's CheXpert-14 prompts
     calibration: str | None = None  # JSON written by ZeroShotClassifier.save_calibration
@@ -62,6 +76,11 @@ class InferConfig:
     include_identifiers: bool = False
 
     def __post_init__(self) -> None:
+        if self.finetuned and (self.adapter or self.calibration or self.prompts or self.findings):
+            raise ValueError(
+                "finetuned: the run folder brings its own adapter, head, prompts and findings; "
+                "leave adapter, calibration, prompts and findings unset"
+            )
         for name, box in self.structures.items():
             x0, y0, x1, y1 = box
             if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
@@ -98,20 +117,51 @@ def aligner_checksum(aligner: MedVLAligner) -> str:
     return digest.hexdigest()
 
 
+def load_classifier(
+    config: InferConfig, device: torch.device
+) -> tuple[FindingsScorer, ModelIdentity]:
+    """The findings scorer ``config`` asks for and the identity of the weights it loaded.
+
+    Zero-shot prompts on the aligner (adapter merged, calibration applied) by default; with
+    ``finetuned``, the fine-tuned classifier of that run (adapter merged or trained model), on
+    ``model`` when given, else on the base the run recorded.
+    """
+    if config.finetuned:
+        from medvl.models.hub import sha256_file
+        from medvl.train.finetune_run import HEAD_WEIGHTS, load_finetuned
+
+        run = Path(config.finetuned)
+        model = load_finetuned(run, base=config.model).to(device)
+        adapter = run / "adapter" / "adapter_model.safetensors"
+        return model, ModelIdentity(
+            aligner=str(run),
+            aligner_sha256=aligner_checksum(model.aligner),
+            adapter_sha256=sha256_file(adapter) if adapter.is_file() else None,
+            head_sha256=sha256_file(run / HEAD_WEIGHTS),
+        )
+    if not config.model:
+        raise ValueError("model: a saved aligner directory is needed (or finetuned=RUN_DIR)")
+    aligner, adapter_sha = load_aligner(config.model, config.adapter)
+    aligner = aligner.to(device).eval()
+    prompts = PromptBank.from_yaml(config.prompts)
+    if config.findings:
+        prompts = prompts.subset(config.findings)
+    classifier = ZeroShotClassifier(aligner, prompts)
+    if config.calibration:
+        classifier.load_calibration(config.calibration)
+    classifier.prompt_embeddings()  # embed the prompt bank once, at load
+    identity = ModelIdentity(str(config.model), aligner_checksum(aligner), adapter_sha)
+    return classifier, identity
+
+
 class InferencePipeline:
     """Loaded models + decision rules; :meth:`run_study` is called once per study."""
 
     def __init__(self, config: InferConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        aligner, adapter_sha = load_aligner(config.model, config.adapter)
-        self.aligner = aligner.to(self.device).eval()
-        prompts = PromptBank.from_yaml(config.prompts)
-        if config.findings:
-            prompts = prompts.subset(config.findings)
-        self.classifier = ZeroShotClassifier(self.aligner, prompts)
-        if config.calibration:
-            self.classifier.load_calibration(config.calibration)
+        self.classifier, identity = load_classifier(config, self.device)
+        self.aligner = self.classifier.aligner
         self.thresholds = [
             config.thresholds.get(name, config.threshold) for name in self.classifier.findings
         ]
@@ -124,16 +174,9 @@ class InferencePipeline:
             sam = load_sam(config.sam)
             self.segmenter = SamSegmenter(sam, device=self.device)
             sam_name, sam_sha = str(config.sam), sam.weights_sha256
-        self.identity = ModelIdentity(
-            aligner=str(config.model),
-            aligner_sha256=aligner_checksum(self.aligner),
-            adapter_sha256=adapter_sha,
-            sam=sam_name,
-            sam_sha256=sam_sha,
-        )
+        self.identity = dataclasses.replace(identity, sam=sam_name, sam_sha256=sam_sha)
         size = self.aligner.config.image.image_size
         self.resize = geometry_transforms(PipelineConfig(size=size))
-        self.classifier.prompt_embeddings()  # embed the prompt bank once, at load
 
     def run_study(self, study: Path | list[Path]) -> StudyResult:
         """Analyse a study folder (any depth) or an explicit list of files."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 @dataclass
@@ -83,6 +83,7 @@ class ModelIdentity:
     aligner: str
     aligner_sha256: str
     adapter_sha256: str | None = None
+    head_sha256: str | None = None  # a fine-tuned findings head, when one replaced the prompts
     sam: str | None = None
     sam_sha256: str | None = None
 

@@ -122,6 +122,17 @@ class PromptBank:
         }
 
 
+def prompt_texts(prompts: PromptBank) -> tuple[list[str], list[tuple[int, int]]]:
+    """All prompts in one list, and the (start, end) span of each finding's two sets."""
+    texts: list[str] = []
+    spans = []
+    for name in prompts.findings:
+        for group in (prompts[name].positive, prompts[name].negative):
+            spans.append((len(texts), len(texts) + len(group)))
+            texts.extend(group)
+    return texts, spans
+
+
 @contextmanager
 def eval_mode(module: torch.nn.Module) -> Iterator[None]:
     """Run a block in eval mode without gradients, then restore the module's mode."""
@@ -227,13 +238,7 @@ class ZeroShotClassifier:
         key = self._fingerprint()
         if self._cache is not None and key == self._cache_key:
             return self._cache
-        texts: list[str] = []
-        spans = []
-        for name in self.findings:
-            sets = self.prompts[name]
-            for group in (sets.positive, sets.negative):
-                spans.append((len(texts), len(texts) + len(group)))
-                texts.extend(group)
+        texts, spans = prompt_texts(self.prompts)
         embeds = embed_texts(self.aligner, texts)
         means = torch.stack([embeds[a:b].mean(dim=0) for a, b in spans])
         self._cache = means.view(len(self.findings), 2, -1)

@@ -26,21 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medvl.models.zeroshot import PromptBank, ZeroShotClassifier
+from medvl.models.zeroshot import PromptBank, ZeroShotClassifier, prompt_texts
 
 UncertainPolicy = Literal["ignore", "positive", "negative"]
 HeadKind = Literal["linear", "prompt"]
-
-
-def prompt_texts(prompts: PromptBank) -> tuple[list[str], list[tuple[int, int]]]:
-    """All prompts in one list, and the (start, end) span of each finding's two sets."""
-    texts: list[str] = []
-    spans = []
-    for name in prompts.findings:
-        for group in (prompts[name].positive, prompts[name].negative):
-            spans.append((len(texts), len(texts) + len(group)))
-            texts.extend(group)
-    return texts, spans
 
 
 class PromptHead(nn.Module):
@@ -62,6 +51,18 @@ class PromptHead(nn.Module):
         means = torch.stack([embeds[a:b].mean(dim=0) for a, b in self.spans])
         return means.view(-1, 2, embeds.shape[-1])
 
+    @torch.no_grad()
+    def to_linear(self, aligner: Any) -> nn.Linear:
+        """The same function of the image embedding as one linear layer (prompts embedded once).
+
+        For inference: the text tower then no longer runs on every call.
+        """
+        prompts = self.prompt_embeddings(aligner)
+        head = nn.Linear(prompts.shape[-1], prompts.shape[0]).to(prompts.device)
+        head.weight.copy_(self.log_scale.exp()[:, None] * (prompts[:, 0] - prompts[:, 1]))
+        head.bias.copy_(self.bias)
+        return head
+
     def forward(self, image_embeds: Tensor, aligner: Any) -> Tensor:
         prompts = self.prompt_embeddings(aligner)
         margins = torch.einsum("bd,fkd->bfk", image_embeds, prompts)
@@ -80,6 +81,7 @@ class FindingsClassifier(nn.Module):
         super().__init__()
         self.aligner = aligner
         self.kind = kind
+        self.prompts = prompts
         self.findings = prompts.findings
         if kind == "prompt":
             self.head: nn.Module = PromptHead(aligner, prompts)
@@ -92,6 +94,11 @@ class FindingsClassifier(nn.Module):
         """Finding logits ``(B, F)`` for grayscale images ``(B, 1, H, W)``."""
         embeds = self.aligner.encode_image(image)
         return self.classify(embeds)
+
+    @torch.no_grad()
+    def predict_proba(self, image: Tensor) -> Tensor:
+        """Sigmoid probabilities ``(B, F)`` on the CPU (call in eval mode)."""
+        return torch.sigmoid(self(image).float()).cpu()
 
     def classify(self, image_embeds: Tensor) -> Tensor:
         """Logits from precomputed (normalised) image embeddings."""

@@ -30,6 +30,9 @@ from medvl.train.run_types import EngineConfig
 
 logger = logging.getLogger(__name__)
 
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_INFO = "head.json"
+
 
 def build_classifier(aligner: nn.Module, prompts: PromptBank, config: Any) -> FindingsClassifier:
     """A findings classifier whose trainable parameters are those of ``config.mode``."""
@@ -62,7 +65,7 @@ def predict_proba(
     was_training = model.training
     model.eval()
     out = [
-        torch.sigmoid(model(images[i : i + batch_size].to(device)).float()).cpu()
+        model.predict_proba(images[i : i + batch_size].to(device))
         for i in range(0, images.shape[0], batch_size)
     ]
     model.train(was_training)
@@ -170,15 +173,48 @@ def save_outputs(model: FindingsClassifier, config: Any, out: Path) -> None:
     """The head always; the adapter (LoRA) or the whole aligner (partial, full)."""
     from safetensors.torch import save_model
 
-    save_model(model.head, str(out / "head.safetensors"))
+    save_model(model.head, str(out / HEAD_WEIGHTS))
+    base = Path(config.model)
     info = {
         "findings": list(model.findings),
         "kind": model.kind,
         "mode": config.mode,
-        "base": config.model,
+        "base": str(base.resolve()) if base.is_dir() else config.model,
+        "prompts": model.prompts.to_dict(),
     }
-    (out / "head.json").write_text(json.dumps(info, indent=2))
+    (out / HEAD_INFO).write_text(json.dumps(info, indent=2))
     if config.mode == "lora":
         save_adapter(model.aligner, out / "adapter")
     elif config.mode in ("partial", "full"):
         model.aligner.save_pretrained(out / "model")
+
+
+def load_finetuned(run_dir: str | Path, base: str | None = None) -> FindingsClassifier:
+    """The classifier a :func:`medvl.train.finetune.finetune` run saved, ready for inference.
+
+    The aligner is the run's ``model/`` (partial, full) or its base with ``adapter/`` merged in
+    (LoRA); ``base`` overrides the base recorded in ``head.json`` (e.g. after moving files).
+    """
+    from safetensors.torch import load_model
+
+    from medvl.models.aligner import create_aligner
+    from medvl.models.lora import load_adapter
+
+    run_dir = Path(run_dir)
+    info_file = run_dir / HEAD_INFO
+    if not info_file.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a fine-tuning run ({HEAD_INFO} missing)")
+    info = json.loads(info_file.read_text())
+    if info["mode"] in ("partial", "full"):
+        aligner = create_aligner(str(run_dir / "model"))
+    else:
+        aligner = create_aligner(base or info["base"])
+        if info["mode"] == "lora":
+            aligner = load_adapter(aligner, run_dir / "adapter").merge_and_unload()
+    prompts = PromptBank.from_dict(info["prompts"], where=str(info_file))
+    model = FindingsClassifier(aligner, prompts, info["kind"])
+    load_model(model.head, str(run_dir / HEAD_WEIGHTS))
+    model.eval()
+    if model.kind == "prompt":  # same outputs, without the text tower in every forward
+        model.head, model.kind = model.head.to_linear(aligner), "linear"
+    return model

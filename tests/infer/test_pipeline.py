@@ -120,3 +120,6 @@ def test_cli_infer_exit_codes(
     )
     assert bad.exit_code == 1
     assert "no image could be analysed" in bad.output
+    no_model = runner.invoke(app, ["infer", str(phantom_study), "--out", str(tmp_path / "c")])
+    assert no_model.exit_code == 2
+    assert "model" in no_model.output and "Traceback" not in no_model.output

@@ -40,6 +40,19 @@ def test_prompt_head_sends_gradient_into_the_text_tower(tiny_aligner):
     assert grads and any(g.abs().sum() > 0 for g in grads)
 
 
+def test_prompt_head_folds_into_an_equal_linear_head(tiny_aligner):
+    prompts = PromptBank.from_yaml().subset(FINDINGS)
+    model = FindingsClassifier(tiny_aligner, prompts, "prompt").eval()
+    with torch.no_grad():
+        model.head.log_scale.add_(torch.tensor([0.3, -0.2, 0.1]))  # as if trained
+        model.head.bias.copy_(torch.tensor([0.5, -1.0, 0.0]))
+    embeds = torch.nn.functional.normalize(torch.randn(6, tiny_aligner.config.embed_dim), dim=-1)
+    with torch.no_grad():
+        expected = model.classify(embeds)
+        folded = model.head.to_linear(tiny_aligner)(embeds)
+    torch.testing.assert_close(folded, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_masked_bce_ignores_unknown_and_follows_the_uncertain_policy():
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
     labels = torch.tensor([[1.0, NAN, -1.0], [0.0, 1.0, NAN]])

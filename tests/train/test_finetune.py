@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,21 +11,35 @@ from typer.testing import CliRunner
 
 from medvl.cli import app
 from medvl.config import from_dict
+from medvl.data.records import Study, read_manifest
+from medvl.infer.json_result import result_to_json
+from medvl.infer.pipeline import InferConfig, InferencePipeline
+from medvl.models import MedVLAligner, create_aligner
+from medvl.models.hub import sha256_file
 from medvl.train.finetune import FinetuneConfig, finetune
+from medvl.train.finetune_run import evaluate_classifier, load_finetuned, load_split
 
 FINDINGS = ["Cardiomegaly", "Lung Opacity", "Atelectasis", "Support Devices"]
 
 
 def job(manifest, out, mode, **extra) -> FinetuneConfig:
     data = {
-        "model": "tiny", "mode": mode, "output_dir": str(out),
+        "model": "tiny",
+        "mode": mode,
+        "output_dir": str(out),
         "data": {"manifest": str(manifest), "cache_dir": str(manifest.parent / "cache")},
-        "val_split": "", "eval_split": "train",  # 40 studies: too few to hold any out
+        "val_split": "",
+        "eval_split": "train",  # 40 studies: too few to hold any out
         "head": {"findings": FINDINGS},
         "lora": {"r": 2, "alpha": 4},
         "freeze": {"strategy": "two_stage", "head_steps": 2, "top_blocks": 1},
-        "train": {"max_steps": 3, "batch_size": 8, "lr": 1e-3, "progress": False,
-                  "tensorboard": False},
+        "train": {
+            "max_steps": 3,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "progress": False,
+            "tensorboard": False,
+        },
     }
     data.update(extra)
     return from_dict(FinetuneConfig, data)
@@ -60,17 +75,58 @@ def test_few_shot_and_merge_lora(small_phantoms, tmp_path):
     assert again["train_examples"] == result["train_examples"]
 
     base = tmp_path / "base"
-    from medvl.models import MedVLAligner, create_aligner
-
     torch.manual_seed(config.train.seed)
     create_aligner("tiny").save_pretrained(base)
     out = tmp_path / "merged"
     runner = CliRunner()
-    done = runner.invoke(app, ["merge-lora", "--model", str(base), "--adapter",
-                               str(tmp_path / "lora" / "adapter"), "--out", str(out)])
+    done = runner.invoke(
+        app,
+        [
+            "merge-lora",
+            "--model",
+            str(base),
+            "--adapter",
+            str(tmp_path / "lora" / "adapter"),
+            "--out",
+            str(out),
+        ],
+    )
     assert done.exit_code == 0, done.output
     merged = MedVLAligner.from_pretrained(out)
     assert not any("lora_" in k for k in merged.state_dict())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "kind"), [("lora", "prompt"), ("partial", "linear")])
+def test_saved_run_loads_for_inference_with_the_same_numbers(small_phantoms, tmp_path, mode, kind):
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    create_aligner("tiny").save_pretrained(base)
+    config = job(
+        small_phantoms,
+        tmp_path / mode,
+        mode,
+        model=str(base),
+        head={"findings": FINDINGS, "kind": kind},
+    )
+    result = finetune(config)
+    loaded = load_finetuned(tmp_path / mode)
+    assert loaded.findings == tuple(FINDINGS) and loaded.kind == "linear"
+    metrics = evaluate_classifier(loaded, load_split(config, "train", 64))
+    assert metrics["macro"]["auroc"] == pytest.approx(result["macro_auroc"], abs=1e-6)
+
+    study = read_manifest(small_phantoms, Study)[0]
+    pipeline = InferencePipeline(InferConfig(finetuned=str(tmp_path / mode), device="cpu"))
+    done = pipeline.run_study([Path(image.path) for image in study.images])
+    doc = result_to_json(done)
+    assert doc["model"]["head_sha256"] == sha256_file(tmp_path / mode / "head.safetensors")
+    assert (doc["model"]["adapter_sha256"] is not None) == (mode == "lora")
+    assert [f["finding"] for f in doc["study_findings"]] == FINDINGS
+
+
+def test_finetuned_excludes_prompt_options():
+    with pytest.raises(ValueError, match="finetuned"):
+        InferConfig(finetuned="runs/lora", adapter="runs/lora/adapter")
 
 
 def test_cli_rejects_unknown_keys_by_name(tmp_path):
