@@ -8,7 +8,9 @@ default), embed every readable image with a saved aligner and write results and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -32,6 +34,31 @@ def _progress(description: str):
     return lambda iterable: tqdm(iterable, desc=description, unit="batch")
 
 
+def _run_job(
+    job_type: type,
+    runner: Callable[..., dict[str, Any]],
+    description: str,
+    model: Path,
+    data: Path,
+    out: Path,
+    config: Path | None,
+    overrides: list[str] | None,
+    verbose: bool,
+) -> dict[str, Any]:
+    """Resolve the job config, run it with progress, save the resolved config; exit 1 on error."""
+    from medvl.models.aligner import ChecksumError
+
+    setup_logging(verbose)
+    job = job_config(job_type, config, overrides)
+    try:
+        result = runner(model, data, out, job, progress=_progress(description))
+    except (FileNotFoundError, ValueError, ChecksumError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    save_resolved(job, out)
+    return result
+
+
 def zeroshot_command(
     model: Path = MODEL_OPTION,
     data: Path = DATA_OPTION,
@@ -47,16 +74,9 @@ def zeroshot_command(
     uncertain=ignore|positive|negative.
     """
     from medvl.eval.jobs import ZeroShotJob, run_zeroshot
-    from medvl.models.aligner import ChecksumError
 
-    setup_logging(verbose)
-    job = job_config(ZeroShotJob, config, overrides)
-    try:
-        result = run_zeroshot(model, data, out, job, progress=_progress("zero-shot"))
-    except (FileNotFoundError, ValueError, ChecksumError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
-    save_resolved(job, out)
+    result = _run_job(ZeroShotJob, run_zeroshot, "zero-shot", model, data, out, config, overrides,
+                      verbose)  # fmt: skip
     macro = result["classification"]["macro"]
     counts = result["counts"]
     auroc = "n/a" if macro["auroc"] is None else f"{macro['auroc']:.3f}"
@@ -80,16 +100,9 @@ def evaluate_command(
     data.device=auto, examples=4, top_k=3.
     """
     from medvl.eval.jobs import RetrievalJob, run_retrieval
-    from medvl.models.aligner import ChecksumError
 
-    setup_logging(verbose)
-    job = job_config(RetrievalJob, config, overrides)
-    try:
-        result = run_retrieval(model, data, out, job, progress=_progress("retrieval"))
-    except (FileNotFoundError, ValueError, ChecksumError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
-    save_resolved(job, out)
+    result = _run_job(RetrievalJob, run_retrieval, "retrieval", model, data, out, config,
+                      overrides, verbose)  # fmt: skip
     i2t, t2i = result["retrieval"]["image_to_text"], result["retrieval"]["text_to_image"]
     typer.echo(
         f"image->report R@1 {i2t['R@1']:.3f} R@5 {i2t['R@5']:.3f} R@10 {i2t['R@10']:.3f} "

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medvl.config import ConfigError, from_dict, to_dict
-from medvl.models.hub import sha256_file
+from medvl.models.hub import save_state_atomic, sha256_file
 from medvl.models.image_towers import ImageTower, ImageTowerConfig, build_image_tower
 from medvl.models.text_towers import TextTower, TextTowerConfig, build_text_tower
 
@@ -164,16 +164,8 @@ class MedVLAligner(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` into ``directory``."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        weights = directory / WEIGHTS_FILE
-        tmp = weights.with_name(weights.name + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "producer": FORMAT})
-        tmp.replace(weights)
-        self.weights_sha256 = sha256_file(weights)
+        self.weights_sha256 = save_state_atomic(self, directory / WEIGHTS_FILE, FORMAT)
         self.text_tower.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
         image_hf = self.image_tower.hf_config_dict()
         payload = {

@@ -32,6 +32,21 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def save_state_atomic(module: nn.Module, path: Path, producer: str) -> str:
+    """Write ``module``'s state dict to ``path`` as safetensors (temp file + rename).
+
+    Returns the file's SHA-256, the identity recorded beside every saved model.
+    """
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "producer": producer})
+    tmp.replace(path)
+    return sha256_file(path)
+
+
 def sha256_of(source: str | Path) -> str | None:
     """SHA-256 of a weights file, or of a model directory's weight files (sorted by name).
 

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from medvl.config import ConfigError, from_dict, to_dict
-from medvl.models.hub import load_state_dict_file, sha256_file
+from medvl.models.hub import load_state_dict_file, save_state_atomic, sha256_file
 from medvl.models.sam_config import (
     FORMAT,
     FORMAT_VERSION,
@@ -221,16 +221,8 @@ class SamModel(sam_base_class()):  # type: ignore[misc]
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``; return it."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        weights = directory / WEIGHTS_FILE
-        tmp = weights.with_name(weights.name + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "producer": FORMAT})
-        tmp.replace(weights)
-        self.weights_sha256 = sha256_file(weights)
+        self.weights_sha256 = save_state_atomic(self, directory / WEIGHTS_FILE, FORMAT)
         payload = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -12,7 +12,7 @@ import gzip
 import io
 import logging
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -97,6 +97,26 @@ def find_file(root: Path, names: Iterable[str]) -> Path:
         if hits:
             return hits[0]
     raise FileNotFoundError(f"{root}: none of {', '.join(names)} found in this folder or below")
+
+
+def matched_dicoms(
+    root: Path, table: Mapping[str, object], table_name: str, result: SourceResult
+) -> Iterator[tuple[str, Path]]:
+    """``(key, path)`` for each row of a per-image table whose DICOM (``<key>.dcm``) is under root.
+
+    DICOMs without a row and rows without a DICOM are recorded in ``result`` as failures, so a
+    partly downloaded tree still yields every image that can be used.
+    """
+    dicoms = {p.stem: p for p in sorted(root.rglob("*.dcm"))}
+    for key, path in dicoms.items():
+        if key not in table:
+            result.fail(path, f"no row for this image in {table_name}")
+    for key in sorted(table):
+        path = dicoms.get(key)
+        if path is None:
+            result.fail(f"{table_name}:{key}", "table row has no DICOM file under the root")
+            continue
+        yield key, path
 
 
 def find_optional(root: Path, names: Iterable[str]) -> Path | None:

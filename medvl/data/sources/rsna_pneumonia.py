@@ -29,6 +29,7 @@ from medvl.data.sources.common import (
     SourceResult,
     find_file,
     find_optional,
+    matched_dicoms,
     open_text,
     read_header,
     write_mask_png,
@@ -143,15 +144,7 @@ def load_rsna(
     result = SourceResult(source=SOURCE)
     for lineno, problem in problems:
         result.fail(f"{labels_path.name}:{lineno}", problem)
-    dicoms = {p.stem: p for p in sorted(root.rglob("*.dcm"))}
-    for pid, path in dicoms.items():
-        if pid not in table:
-            result.fail(path, "no row for this image in the labels CSV")
-    for pid in sorted(table):
-        path = dicoms.get(pid)
-        if path is None:
-            result.fail(f"{labels_path.name}:{pid}", "labels row has no DICOM file under the root")
-            continue
+    for pid, path in matched_dicoms(root, table, labels_path.name, result):
         try:
             record = read_header(path, image_id=pid)
         except ValueError as err:

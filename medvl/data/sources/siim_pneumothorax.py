@@ -26,6 +26,7 @@ from medvl.data.records import SegSample, Study, split_of
 from medvl.data.sources.common import (
     SourceResult,
     find_file,
+    matched_dicoms,
     open_text,
     read_header,
     write_mask_png,
@@ -145,15 +146,7 @@ def load_siim(
     result = SourceResult(source=SOURCE)
     for lineno, problem in problems:
         result.fail(f"{csv_path}:{lineno}", problem)
-    dicoms = {p.stem: p for p in sorted(root.rglob("*.dcm"))}
-    for image_id, path in dicoms.items():
-        if image_id not in table:
-            result.fail(path, "no row for this image in the RLE table")
-    for image_id in sorted(table):
-        path = dicoms.get(image_id)
-        if path is None:
-            result.fail(f"{csv_path.name}:{image_id}", "RLE row has no DICOM file under the root")
-            continue
+    for image_id, path in matched_dicoms(root, table, csv_path.name, result):
         try:
             record = read_header(path, image_id=image_id)
             mask = decode_image_masks(table[image_id], (record.rows, record.columns))
