@@ -48,6 +48,7 @@ def run_mode(args: argparse.Namespace, mode: str, k: int, out: Path) -> dict:
                 "lr": args.lr,
                 "warmup_steps": 10,
                 "eval_every": max(args.steps // 4, 1),
+                "eval_at_start": True,
                 "best_metric": "val_auroc",
                 "progress": False,
                 "tensorboard": False,

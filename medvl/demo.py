@@ -11,7 +11,8 @@ Steps, each calling the same public function as its CLI command:
 7. ``lora``       LoRA few-shot fine-tuning of the adapted aligner
 8. ``sam``        SAM mask-decoder fine-tuning on the phantom lungs (a tiny SAM: no SAM weights
                   can be downloaded offline; the frozen encoder is random)
-9. ``infer``      PACS-style inference on held-out studies: JSON + DICOM SEG + DICOM SR
+9. ``infer``      PACS-style inference on held-out studies with the LoRA run's classifier and
+                  the fine-tuned SAM: JSON + DICOM SEG + DICOM SR
 
 Every step writes into ``<out_dir>/<step>/``; the summary table goes to ``summary.md`` and
 ``summary.json``. The demo's data are synthetic images with real report text: numbers show the
@@ -95,7 +96,7 @@ class DemoRun:
         )
         self.numbers["lora"] = self._step("lora", self.lora, adapted, manifest)
         sam_dir = self._step("sam", self.sam)
-        self._step("infer", self.infer, adapted, sam_dir, manifest)
+        self._step("infer", self.infer, self.out / "lora", sam_dir, manifest)
         return self.summarize()
 
     # -- steps ---------------------------------------------------------------------------
@@ -175,14 +176,14 @@ class DemoRun:
         }
         return result.model_dir
 
-    def infer(self, adapted: Path, sam_dir: Path, manifest: Path) -> None:
+    def infer(self, finetuned: Path, sam_dir: Path, manifest: Path) -> None:
         from medvl.data.records import Study, read_manifest
         from medvl.infer.export import export_study
         from medvl.infer.pipeline import InferencePipeline
 
         held_out = [s for s in read_manifest(manifest, Study) if s.split == "test"]
         held_out = held_out[: self.config.infer_studies]
-        cfg = dataclasses.replace(self.config.infer, model=str(adapted), sam=str(sam_dir))
+        cfg = dataclasses.replace(self.config.infer, finetuned=str(finetuned), sam=str(sam_dir))
         pipeline = InferencePipeline(cfg)
         studies_dir = self.out / "infer" / "input"
         outputs = []

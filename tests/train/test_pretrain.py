@@ -48,8 +48,13 @@ def test_corpus_from_a_folder_and_from_a_manifest(tmp_path):
     assert "XXXX" not in " ".join(texts)  # de-identification tokens cleaned as for the aligner
 
     studies = [
-        Study(study_id=f"s{i}", patient_key=f"p{i}", source="test", report_text=t,
-              split="test" if i == 0 else "train")
+        Study(
+            study_id=f"s{i}",
+            patient_key=f"p{i}",
+            source="test",
+            report_text=t,
+            split="test" if i == 0 else "train",
+        )
         for i, t in enumerate(REPORTS[:6])
     ]
     manifest = write_manifest(tmp_path / "studies.jsonl", studies)
@@ -91,8 +96,9 @@ def test_mlm_loss_on_the_iu_reports_falls(tiny_aligner, tmp_path):
     assert numbers["reports_train"] > 3000
     assert numbers["after"]["mlm_loss"] < numbers["before"]["mlm_loss"] - 1.5
     # the aligner's own text tower was trained (shared, not copied)
-    assert not torch.equal(tiny_aligner.text_tower.model.embeddings.word_embeddings.weight,
-                           before_weights)
+    assert not torch.equal(
+        tiny_aligner.text_tower.model.embeddings.word_embeddings.weight, before_weights
+    )
 
 
 def test_stages_chain_save_and_skip_when_done(tmp_path):
@@ -100,12 +106,20 @@ def test_stages_chain_save_and_skip_when_done(tmp_path):
     folder.mkdir()
     for i, text in enumerate(REPORTS):
         (folder / f"r{i:02d}.txt").write_text(text)
-    mlm = {"kind": "mlm", "corpus": str(folder), "val_fraction": 0.2,
-           "train": {"max_steps": 2, "batch_size": 4, "progress": False, "tensorboard": False}}
-    config = from_dict(PretrainConfig, {
-        "model": "tiny", "output_dir": str(tmp_path / "run"),
-        "stages": [{**mlm, "name": "first"}, {**mlm, "name": "second"}],
-    })
+    mlm = {
+        "kind": "mlm",
+        "corpus": str(folder),
+        "val_fraction": 0.2,
+        "train": {"max_steps": 2, "batch_size": 4, "progress": False, "tensorboard": False},
+    }
+    config = from_dict(
+        PretrainConfig,
+        {
+            "model": "tiny",
+            "output_dir": str(tmp_path / "run"),
+            "stages": [{**mlm, "name": "first"}, {**mlm, "name": "second"}],
+        },
+    )
     summary = pretrain(config)
     run = tmp_path / "run"
     assert [s["name"] for s in summary["stages"]] == ["first", "second"]
@@ -136,8 +150,12 @@ def test_pretrain_config_is_validated():
 
 @pytest.mark.parametrize(
     ("name", "kind"),
-    [("dapt_phantom", "pretrain"), ("dapt_phantom_tiny", "pretrain"),
-     ("lora_findings", "finetune"), ("lora_findings_tiny", "finetune")],
+    [
+        ("dapt_phantom", "pretrain"),
+        ("dapt_phantom_tiny", "pretrain"),
+        ("lora_findings", "finetune"),
+        ("lora_findings_tiny", "finetune"),
+    ],
 )
 def test_shipped_configs_load(name, kind):
     from pathlib import Path
