@@ -9,7 +9,7 @@ Usage::
     python bench/finetune_modes.py --base runs/dapt_phantom_tiny/model \
         --manifest runs/phantom_tiny/studies.jsonl --steps 200 --few-shot 8
 
-Prints a table and writes ``runs/bench/finetune_modes.json``.
+Prints a table and writes ``<--out>.json`` (default ``runs/bench/finetune_modes.json``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def run_mode(args: argparse.Namespace, mode: str, k: int, out: Path) -> dict:
         "macro_auroc": result["macro_auroc"],
         "trainable_parameters": result["trainable_parameters"],
         "train_examples": result["train_examples"],
+        "best_step": result.get("best_step"),  # 0 = validation kept the zero-shot start
         "wall_time_s": time.perf_counter() - started,
     }
 
@@ -82,14 +83,17 @@ def main() -> None:
     rows = [run_mode(args, mode, 0, args.out) for mode in MODES]
     if args.few_shot:
         rows.append(run_mode(args, "lora", args.few_shot, args.out))
-    print(f"{'mode':<14}{'k':>4}{'macro AUROC':>13}{'trainable':>12}{'examples':>10}{'wall s':>9}")
+    print(
+        f"{'mode':<14}{'k':>4}{'macro AUROC':>13}{'trainable':>12}{'examples':>10}"
+        f"{'best step':>11}{'wall s':>9}"
+    )
     for row in rows:
         auroc = row["macro_auroc"]
         print(
             f"{row['mode']:<14}{row['few_shot_k'] or '-':>4}"
             f"{(f'{auroc:.4f}' if auroc is not None else 'n/a'):>13}"
             f"{row['trainable_parameters']:>12,}{row['train_examples']:>10}"
-            f"{row['wall_time_s']:>9.1f}"
+            f"{'-' if row['best_step'] is None else row['best_step']:>11}{row['wall_time_s']:>9.1f}"
         )
     record = {
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({platform.processor() or 'cpu'})",
@@ -99,7 +103,7 @@ def main() -> None:
         "steps": args.steps,
         "rows": rows,
     }
-    path = Path("runs/bench/finetune_modes.json")
+    path = args.out.with_suffix(".json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(nan_to_none(record), indent=2))
     print(f"wrote {path}")

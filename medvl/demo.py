@@ -212,6 +212,7 @@ class DemoRun:
             "zero-shot macro AUROC, after DAPT": n["zeroshot_dapt"]["macro_auroc"],
             "LoRA few-shot macro AUROC": n["lora"]["macro_auroc"],
             "LoRA trainable parameters": n["lora"].get("trainable_parameters"),
+            "LoRA step picked on validation (0 = the zero-shot start)": n["lora"].get("best_step"),
             "MLM held-out loss before / after": _pair(mlm, "mlm_loss"),
             "retrieval image->report R@5 before / after DAPT": _pair(contrastive, "i2t_R@5"),
             "SAM lungs Dice before fine-tuning": n["sam"]["dice_before"],
