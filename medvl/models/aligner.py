@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medvl.config import ConfigError, from_dict, to_dict
-from medvl.models.hub import save_state_atomic, sha256_file
+from medvl.models.hub import read_saved_json, save_state_atomic, sha256_file
 from medvl.models.image_towers import ImageTower, ImageTowerConfig, build_image_tower
 from medvl.models.text_towers import TextTower, TextTowerConfig, build_text_tower
 
@@ -234,21 +234,7 @@ class MedVLAligner(nn.Module):
 
 def read_saved_config(directory: str | Path) -> dict[str, Any]:
     """Read and check the ``config.json`` of a saved aligner directory."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory}: not a saved MedVLAligner ({CONFIG_FILE} missing)")
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: format is {payload.get('format')!r}, expected {FORMAT!r}")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format_version {payload['format_version']} is newer than this medvl "
-            f"understands ({FORMAT_VERSION}); upgrade medvl"
-        )
-    return payload
+    return read_saved_json(directory, CONFIG_FILE, FORMAT, FORMAT_VERSION, "MedVLAligner")
 
 
 def _set_nested(data: dict[str, Any], key: str, value: Any) -> None:

@@ -8,6 +8,7 @@ every source gets a SHA-256 so a saved model or a result can name exactly what i
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from functools import partial
 from pathlib import Path
@@ -45,6 +46,29 @@ def save_state_atomic(module: nn.Module, path: Path, producer: str) -> str:
     save_file(state, str(tmp), metadata={"format": "pt", "producer": producer})
     tmp.replace(path)
     return sha256_file(path)
+
+
+def read_saved_json(directory: str | Path, name: str, fmt: str, version: int, what: str) -> dict:
+    """Read and check the JSON descriptor ``name`` of a saved ``what`` directory.
+
+    The file must exist, parse, carry ``"format": fmt`` and a ``format_version`` not newer than
+    ``version`` (files from a newer medvl are refused rather than half-read).
+    """
+    path = Path(directory) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: not a saved {what} ({name} missing)")
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if payload.get("format") != fmt:
+        raise ValueError(f"{path}: format is {payload.get('format')!r}, expected {fmt!r}")
+    if payload.get("format_version", 0) > version:
+        raise ValueError(
+            f"{path}: format_version {payload['format_version']} is newer than this medvl "
+            f"understands ({version}); upgrade medvl"
+        )
+    return payload
 
 
 def sha256_of(source: str | Path) -> str | None:

@@ -37,7 +37,12 @@ import torch
 from torch import Tensor, nn
 
 from medvl.config import ConfigError, from_dict, to_dict
-from medvl.models.hub import load_state_dict_file, save_state_atomic, sha256_file
+from medvl.models.hub import (
+    load_state_dict_file,
+    read_saved_json,
+    save_state_atomic,
+    sha256_file,
+)
 from medvl.models.sam_config import (
     FORMAT,
     FORMAT_VERSION,
@@ -292,18 +297,7 @@ def _saved_weights(directory: Path, model: SamModel) -> tuple[dict[str, Tensor],
 
 def read_saved_config(directory: str | Path) -> dict[str, Any]:
     """Read and check the ``config.json`` of a saved SAM directory."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory}: not a saved medvl SAM ({CONFIG_FILE} missing)")
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: format is {payload.get('format')!r}, expected {FORMAT!r}")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {payload['format_version']} is too new")
-    return payload
+    return read_saved_json(directory, CONFIG_FILE, FORMAT, FORMAT_VERSION, "medvl SAM")
 
 
 def build_sam(config: SamConfig | None = None, **overrides: Any) -> SamModel:

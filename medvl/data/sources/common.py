@@ -227,3 +227,27 @@ def write_mask_png(path: str | Path, mask: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8)).save(path)
     return path
+
+
+def add_mask_sample(
+    result: SourceResult,
+    record: ImageRecord,
+    mask: np.ndarray,
+    mask_path: Path,
+    structure: str,
+    split: str,
+) -> None:
+    """Write ``mask`` as a PNG, attach it to ``record`` and add its SegSample to ``result``."""
+    written = write_mask_png(mask_path, mask)
+    record.masks[structure] = str(written)
+    result.seg_samples.append(
+        SegSample(
+            image_path=record.path,
+            mask_path=str(written),
+            structure=structure,
+            image_id=record.image_id,
+            patient_key=record.patient_key,
+            pixel_spacing=record.pixel_spacing,
+            split=split,
+        )
+    )

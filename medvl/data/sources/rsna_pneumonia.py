@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from medvl.data.records import SegSample, Study, split_of
+from medvl.data.records import Study, split_of
 from medvl.data.sources.common import (
     SourceResult,
+    add_mask_sample,
     find_file,
     find_optional,
     matched_dicoms,
     open_text,
     read_header,
-    write_mask_png,
 )
 from medvl.findings import LUNG_OPACITY, NEGATIVE, NO_FINDING, PNEUMONIA, POSITIVE
 
@@ -159,21 +159,8 @@ def load_rsna(
         split = split_of(record.patient_key, seed=seed)
         if boxes or include_negatives:
             mask = box_mask(boxes, (record.rows, record.columns))
-            mask_path = write_mask_png(
-                out_dir / "masks" / f"{record.sop_uid_hash or pid}.png", mask
-            )
-            record.masks[STRUCTURE] = str(mask_path)
-            result.seg_samples.append(
-                SegSample(
-                    image_path=record.path,
-                    mask_path=str(mask_path),
-                    structure=STRUCTURE,
-                    image_id=pid,
-                    patient_key=record.patient_key,
-                    pixel_spacing=record.pixel_spacing,
-                    split=split,
-                )
-            )
+            png = out_dir / "masks" / f"{record.sop_uid_hash or pid}.png"
+            add_mask_sample(result, record, mask, png, STRUCTURE, split)
         result.studies.append(
             Study(
                 study_id=pid,

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medvl.data.records import SegSample, Study, split_of
+from medvl.data.records import Study, split_of
 from medvl.data.sources.common import (
     SourceResult,
+    add_mask_sample,
     find_file,
     matched_dicoms,
     open_text,
     read_header,
-    write_mask_png,
 )
 from medvl.findings import NEGATIVE, PNEUMOTHORAX, POSITIVE
 
@@ -157,19 +157,8 @@ def load_siim(
         record.study_id = record.study_uid_hash or image_id
         split = split_of(record.patient_key, seed=seed)
         if label == POSITIVE or include_empty:
-            mask_path = write_mask_png(out_dir / "masks" / f"{record.sop_uid_hash}.png", mask)
-            record.masks[STRUCTURE] = str(mask_path)
-            result.seg_samples.append(
-                SegSample(
-                    image_path=record.path,
-                    mask_path=str(mask_path),
-                    structure=STRUCTURE,
-                    image_id=image_id,
-                    patient_key=record.patient_key,
-                    pixel_spacing=record.pixel_spacing,
-                    split=split,
-                )
-            )
+            png = out_dir / "masks" / f"{record.sop_uid_hash}.png"
+            add_mask_sample(result, record, mask, png, STRUCTURE, split)
         result.studies.append(
             Study(
                 study_id=record.study_id,
