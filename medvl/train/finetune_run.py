@@ -205,6 +205,8 @@ def load_finetuned(run_dir: str | Path, base: str | None = None) -> FindingsClas
     if not info_file.is_file():
         raise FileNotFoundError(f"{run_dir}: not a fine-tuning run ({HEAD_INFO} missing)")
     info = json.loads(info_file.read_text())
+    if "prompts" not in info:
+        raise ValueError(f"{info_file}: written by an older medvl without prompts; re-run finetune")
     if info["mode"] in ("partial", "full"):
         aligner = create_aligner(str(run_dir / "model"))
     else:
