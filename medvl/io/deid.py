@@ -258,6 +258,9 @@ _MONTH = (
 # Lower-case "may" is a month only with a year ("5 may 2021"): "2 may represent" is clinical text.
 _NOT_BARE_MAY = r"(?!may\b(?![\s,]+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}|,?\s+\d{4}))"
 _CAPITALISED = r"(?:[A-Z]\.\s*)*[A-Z][A-Za-z'-]+"
+# An identifier after its label: one token of letters, digits, '-' or '/' holding a digit
+# ("12345", "AB12CD", "ACC-2023-0042", "XR-99-1").
+_ID_TOKEN = r"(?=[\w/-]*\d)[\w/-]+"
 # (replacement, pattern), applied in order; case-sensitive unless a group says (?i:...), because
 # names must be capitalised.
 _TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -266,12 +269,12 @@ _TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("[EMAIL]", r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
         (
             "[ACCESSION]",
-            r"\b(?i:accession|acc)(?i:\s*(?:number|no\.?|num\.?|#))?\s*[:#]?\s*(?i:[a-z]*\d[\w-]*)",
+            r"\b(?i:accession|acc)\b(?i:\s*(?:number|no\.?|num\.?|#))?\s*[:#]?\s*" + _ID_TOKEN,
         ),
         (
             "[MRN]",
             r"\b(?i:mrn|medical\s+record(?:\s+(?:number|no\.?|#))?|mr\s*#|patient\s+id|pt\s+id|"
-            r"unit\s+(?:number|no\.?))\s*[:#]?\s*(?i:[a-z]*\d[\w-]*)",
+            r"unit\s+(?:number|no\.?))\s*[:#]?\s*" + _ID_TOKEN,
         ),
         (
             "[PHONE]",

@@ -51,6 +51,9 @@ from medvl.io.reports import parse_iu_report
         ("Patient ID AB12345.", "[MRN]."),
         ("Accession #: A1234567.", "[ACCESSION]."),
         ("Acc no. 555123.", "[ACCESSION]."),
+        ("Accession ACC-2023-0042 reviewed.", "[ACCESSION] reviewed."),
+        ("Study accession: XR-99-1.", "Study [ACCESSION]."),
+        ("MRN: AB-12/34.", "[MRN]."),
         ("Call (317) 555-1234.", "Call [PHONE]."),
         ("Call 317-555-1234 ext 22.", "Call [PHONE]."),
         ("Call +1 317.555.1234.", "Call [PHONE]."),
@@ -67,6 +70,7 @@ def test_scrub_report_text_replaces_planted_phi(text: str, expected: str) -> Non
     "text",
     [
         "A 2.5 cm nodule in the right upper lobe.",
+        "Accurate to within 5 mm of the prior.",
         "Measures 1.2 x 3.4 x 0.8 cm.",
         "Compression deformity of T10-T11 and L1.",
         "Involving 3/4 of the left hemithorax.",
