@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,3 +40,17 @@ def job_config(cls: type[T], config: Path | None, overrides: list[str] | None) -
 def save_resolved(config: object, out_dir: Path) -> Path:
     """Save the resolved config beside a run's outputs as ``config.yaml``."""
     return save_config(config, Path(out_dir) / "config.yaml")
+
+
+@contextmanager
+def exit_on_error(code: int = 1) -> Iterator[None]:
+    """Turn a job's user-facing errors (missing files, bad values) into one line and exit ``code``.
+
+    ``FileNotFoundError`` and ``ValueError`` (which checksum and DICOM errors derive from) carry
+    messages that name the file and the problem; anything else is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code) from None

@@ -15,6 +15,7 @@ import typer
 from medvl.cli.common import (
     CONFIG_OPTION,
     OVERRIDES_ARGUMENT,
+    exit_on_error,
     job_config,
     save_resolved,
     setup_logging,
@@ -54,7 +55,7 @@ def iu_command(
 
     setup_logging(verbose)
     cfg = job_config(IUConfig, config, overrides)
-    try:
+    with exit_on_error():
         result = load_iu(
             cfg.reports,
             cfg.metadata,
@@ -66,9 +67,6 @@ def iu_command(
             fractions=cfg.fractions,
             seed=cfg.seed,
         )
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     written = result.write(out)
     save_resolved(cfg, out)
     typer.echo(
@@ -96,11 +94,8 @@ def adapter_command(
         typer.echo(f"error: unknown adapter {name!r}; choose one of {sorted(ADAPTERS)}", err=True)
         raise typer.Exit(2)
     cfg = job_config(ADAPTERS[name].config, config, overrides)
-    try:
+    with exit_on_error():
         result = run_adapter(name, root, out, cfg)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     save_resolved(cfg, out)
     typer.echo(
         f"{name}: {len(result.studies)} studies, {len(result.seg_samples)} segmentation samples"
@@ -132,7 +127,7 @@ def phantom_command(
     for key, value in (("n_studies", n), ("seed", seed), ("size", size), ("workers", workers)):
         if value is not None:
             setattr(cfg, key, value)
-    try:
+    with exit_on_error():
         studies = None
         if cfg.reports is not None or cfg.label_source != "mesh":
             from medvl.data.sources.iu_xray import load_iu_studies
@@ -141,9 +136,6 @@ def phantom_command(
         manifest = generate_phantoms(
             cfg.n_studies, out, seed=cfg.seed, size=cfg.size, workers=cfg.workers, studies=studies
         )
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     save_resolved(cfg, out)
     typer.echo(f"studies: {manifest}")
     typer.echo(f"seg_samples: {manifest.parent / 'seg_samples.jsonl'}")

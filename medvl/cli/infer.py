@@ -12,6 +12,7 @@ import typer
 from medvl.cli.common import (
     CONFIG_OPTION,
     OVERRIDES_ARGUMENT,
+    exit_on_error,
     job_config,
     save_resolved,
     setup_logging,
@@ -44,11 +45,8 @@ def _load_pipeline(cfg: Any) -> Any:
     """The models of ``cfg``, loaded once; a missing or unusable model is a usage error (2)."""
     from medvl.infer.pipeline import InferencePipeline
 
-    try:
+    with exit_on_error(2):
         return InferencePipeline(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
 
 
 def infer_command(

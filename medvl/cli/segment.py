@@ -15,7 +15,13 @@ from pathlib import Path
 
 import typer
 
-from medvl.cli.common import CONFIG_OPTION, OVERRIDES_ARGUMENT, job_config, setup_logging
+from medvl.cli.common import (
+    CONFIG_OPTION,
+    OVERRIDES_ARGUMENT,
+    exit_on_error,
+    job_config,
+    setup_logging,
+)
 
 VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level.")
 
@@ -54,11 +60,8 @@ def finetune_command(
 
     setup_logging(verbose)
     job = job_config(SegmentConfig, config, overrides)
-    try:
+    with exit_on_error():
         result = run_segment_finetune(job)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     final = result.metrics.get("val", {}).get("all", {})
     typer.echo(
         f"{result.n_train} train / {result.n_val} val samples, {result.encoded} images encoded "
@@ -85,17 +88,14 @@ def segment_command(
     from medvl.data.sources.common import write_mask_png
     from medvl.data.sources.mask_folder import read_seg_image
     from medvl.eval.overlays import save_overlay
-    from medvl.models.sam import ChecksumError, load_sam
+    from medvl.models.sam import load_sam
     from medvl.models.sam_predict import SamSegmenter
 
     setup_logging(verbose)
     xyxy = np.asarray(_parse_floats(box, 4, "--box"))
-    try:
+    with exit_on_error():
         seg_image = read_seg_image(image, _parse_window(window))
         segmenter = SamSegmenter(load_sam(model), device=device)
-    except (FileNotFoundError, ValueError, ChecksumError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     pixels = seg_image.pixels
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, object] = {

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import typer
 
-from medvl.cli.common import CONFIG_OPTION, OVERRIDES_ARGUMENT, job_config, setup_logging
+from medvl.cli.common import (
+    CONFIG_OPTION,
+    OVERRIDES_ARGUMENT,
+    exit_on_error,
+    job_config,
+    setup_logging,
+)
 
 VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level.")
 
@@ -30,11 +36,8 @@ def pretrain_command(
 
     setup_logging(verbose)
     cfg = job_config(PretrainConfig, config, overrides)
-    try:
+    with exit_on_error():
         summary = pretrain(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     for stage in summary["stages"]:
         before, after = stage.get("before", {}), stage.get("after", {})
         shown = [k for k in ("mlm_loss", "zeroshot_auroc", "i2t_R@5") if k in after]
@@ -58,11 +61,8 @@ def finetune_command(
 
     setup_logging(verbose)
     cfg = job_config(FinetuneConfig, config, overrides)
-    try:
+    with exit_on_error():
         result = finetune(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     auroc = result["macro_auroc"]
     typer.echo(
         f"{result['mode']}: macro AUROC {auroc if auroc is None else round(auroc, 4)} on "
@@ -81,11 +81,8 @@ def merge_lora_command(
     from medvl.models.lora import merge_lora
 
     setup_logging(verbose)
-    try:
+    with exit_on_error():
         merge_lora(model, adapter, out)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"merged aligner: {out}")
 
 

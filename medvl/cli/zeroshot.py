@@ -17,6 +17,7 @@ import typer
 from medvl.cli.common import (
     CONFIG_OPTION,
     OVERRIDES_ARGUMENT,
+    exit_on_error,
     job_config,
     save_resolved,
     setup_logging,
@@ -46,15 +47,10 @@ def _run_job(
     verbose: bool,
 ) -> dict[str, Any]:
     """Resolve the job config, run it with progress, save the resolved config; exit 1 on error."""
-    from medvl.models.aligner import ChecksumError
-
     setup_logging(verbose)
     job = job_config(job_type, config, overrides)
-    try:
+    with exit_on_error():
         result = runner(model, data, out, job, progress=_progress(description))
-    except (FileNotFoundError, ValueError, ChecksumError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     save_resolved(job, out)
     return result
 
