@@ -74,10 +74,17 @@ class FindingsClassifier(nn.Module):
 
     ``aligner`` may be a plain :class:`~medvl.models.aligner.MedVLAligner` or its peft LoRA
     wrapper; the classifier only calls ``encode_image`` (and ``encode_text`` for the prompt
-    head) on it.
+    head) on it. ``zero_shot_init=False`` skips the zero-shot initialisation of a linear head
+    (for loading saved head weights).
     """
 
-    def __init__(self, aligner: Any, prompts: PromptBank, kind: HeadKind = "linear") -> None:
+    def __init__(
+        self,
+        aligner: Any,
+        prompts: PromptBank,
+        kind: HeadKind = "linear",
+        zero_shot_init: bool = True,
+    ) -> None:
         super().__init__()
         self.aligner = aligner
         self.kind = kind
@@ -85,8 +92,10 @@ class FindingsClassifier(nn.Module):
         self.findings = prompts.findings
         if kind == "prompt":
             self.head: nn.Module = PromptHead(aligner, prompts)
-        elif kind == "linear":
+        elif kind == "linear" and zero_shot_init:
             self.head = zero_shot_linear_head(aligner, prompts)
+        elif kind == "linear":  # weights about to be loaded: skip embedding the prompts
+            self.head = nn.Linear(aligner.config.embed_dim, len(prompts))
         else:
             raise ValueError(f"head kind must be linear or prompt, got {kind!r}")
 

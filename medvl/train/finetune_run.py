@@ -214,7 +214,7 @@ def load_finetuned(run_dir: str | Path, base: str | None = None) -> FindingsClas
         if info["mode"] == "lora":
             aligner = load_adapter(aligner, run_dir / "adapter").merge_and_unload()
     prompts = PromptBank.from_dict(info["prompts"], where=str(info_file))
-    model = FindingsClassifier(aligner, prompts, info["kind"])
+    model = FindingsClassifier(aligner, prompts, info["kind"], zero_shot_init=False)
     load_model(model.head, str(run_dir / HEAD_WEIGHTS))
     model.eval()
     if model.kind == "prompt":  # same outputs, without the text tower in every forward
