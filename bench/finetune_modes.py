@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from medvl.config import from_dict
-from medvl.data.sources.phantom_plan import DRAWABLE
+from medvl.data.phantom.plan import DRAWABLE
 from medvl.eval.metrics import nan_to_none
 from medvl.train.finetune import FinetuneConfig, finetune
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
+from medvl.data.phantom import generate_phantoms
 from medvl.data.records import Study, read_manifest
-from medvl.data.sources.phantom import generate_phantoms
 from medvl.infer.export import export_study
 from medvl.infer.pipeline import InferConfig, InferencePipeline
 from medvl.models.aligner import create_aligner

@@ -31,9 +31,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from medvl.data.phantom import generate_phantoms, load_truth
+from medvl.data.phantom.plan import DRAWABLE
 from medvl.data.records import Study, read_manifest
-from medvl.data.sources.phantom import generate_phantoms, load_truth
-from medvl.data.sources.phantom_plan import DRAWABLE
 from medvl.findings import NO_FINDING
 from medvl.io.dicom import read_dicom
 
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         grid_png(args.grid_from, args.grid or Path("docs/phantom_grid.png"))
         return 0
 
-    from medvl.data.sources.iu_xray import load_iu_studies
-    from medvl.data.sources.phantom import load_banks
+    from medvl.data.phantom.generate import load_banks
+    from medvl.data.sources.iu.xray import load_iu_studies
 
     reports = load_iu_studies()
     load_banks()  # warm the shape cache so it is not timed

@@ -41,10 +41,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from medvl.models.sam import SamConfig, build_sam  # noqa: E402
-from medvl.models.sam_cache import ArrayImageSource, encode_images, open_cache  # noqa: E402
-from medvl.models.sam_geometry import SamGeometry, mask_box, resize_longest  # noqa: E402
-from medvl.models.sam_prompts import PromptConfig, simulate_prompts  # noqa: E402
-from medvl.train.segment_loss import SamSegLoss, valid_area  # noqa: E402
+from medvl.models.sam.cache import ArrayImageSource, encode_images, open_cache  # noqa: E402
+from medvl.models.sam.geometry import SamGeometry, mask_box, resize_longest  # noqa: E402
+from medvl.models.sam.loss import SamSegLoss, valid_area  # noqa: E402
+from medvl.models.sam.prompts import PromptConfig, simulate_prompts  # noqa: E402
 
 
 def synthetic_case(seed: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -101,7 +101,7 @@ class DemoRun:
 
     # -- steps ---------------------------------------------------------------------------
     def phantom(self) -> Path:
-        from medvl.data.sources.phantom import generate_phantoms
+        from medvl.data.phantom import generate_phantoms
 
         c = self.config
         return generate_phantoms(

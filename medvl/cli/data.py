@@ -51,7 +51,7 @@ def iu_command(
     reports=PATH (Open-i archive), image_root=DIR (Open-i images, to fill image paths).
     """
     from medvl.data.sources import IUConfig
-    from medvl.data.sources.iu_xray import load_iu
+    from medvl.data.sources.iu.xray import load_iu
 
     setup_logging(verbose)
     cfg = job_config(IUConfig, config, overrides)
@@ -120,7 +120,7 @@ def phantom_command(
     distributions are real (see data_cards/phantom_cxr.md). Options given as flags win over
     the config file and overrides (n_studies, seed, size, workers, reports, label_source).
     """
-    from medvl.data.sources.phantom import PhantomConfig, generate_phantoms
+    from medvl.data.phantom import PhantomConfig, generate_phantoms
 
     setup_logging(verbose)
     cfg = job_config(PhantomConfig, config, overrides)
@@ -130,7 +130,7 @@ def phantom_command(
     with exit_on_error():
         studies = None
         if cfg.reports is not None or cfg.label_source != "mesh":
-            from medvl.data.sources.iu_xray import load_iu_studies
+            from medvl.data.sources.iu.xray import load_iu_studies
 
             studies = load_iu_studies(cfg.reports, label_source=cfg.label_source)
         manifest = generate_phantoms(

@@ -89,7 +89,7 @@ def segment_command(
     from medvl.data.sources.mask_folder import read_seg_image
     from medvl.eval.overlays import save_overlay
     from medvl.models.sam import load_sam
-    from medvl.models.sam_predict import SamSegmenter
+    from medvl.models.sam.predict import SamSegmenter
 
     setup_logging(verbose)
     xyxy = np.asarray(_parse_floats(box, 4, "--box"))

@@ -128,7 +128,7 @@ def load_classifier(
     """
     if config.finetuned:
         from medvl.models.hub import sha256_file
-        from medvl.train.finetune_run import HEAD_WEIGHTS, load_finetuned
+        from medvl.train.finetune.steps import HEAD_WEIGHTS, load_finetuned
 
         run = Path(config.finetuned)
         model = load_finetuned(run, base=config.model).to(device)
@@ -169,7 +169,7 @@ class InferencePipeline:
         sam_name = sam_sha = None
         if config.sam:
             from medvl.models.sam import load_sam
-            from medvl.models.sam_predict import SamSegmenter
+            from medvl.models.sam.predict import SamSegmenter
 
             sam = load_sam(config.sam)
             self.segmenter = SamSegmenter(sam, device=self.device)

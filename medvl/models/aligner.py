@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from medvl.config import ConfigError, from_dict, to_dict
 from medvl.models.hub import read_saved_json, save_state_atomic, sha256_file
-from medvl.models.image_towers import ImageTower, ImageTowerConfig, build_image_tower
-from medvl.models.text_towers import TextTower, TextTowerConfig, build_text_tower
+from medvl.models.towers.image import ImageTower, ImageTowerConfig, build_image_tower
+from medvl.models.towers.text import TextTower, TextTowerConfig, build_text_tower
 
 logger = logging.getLogger(__name__)
 

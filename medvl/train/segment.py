@@ -6,7 +6,7 @@ The job, in order:
    Study manifest, a generic image/mask folder, or the SIIM pneumothorax layout), filtered by
    structure and split by patient.
 2. **Cache**: every distinct image goes through the frozen image encoder once
-   (:func:`medvl.models.sam_cache.encode_images`); when the encoder trains (LoRA, full) the
+   (:func:`medvl.models.sam.cache.encode_images`); when the encoder trains (LoRA, full) the
    resized input is cached instead. Reruns with the same encoder and images encode nothing.
 3. **Train** with :class:`medvl.train.Engine`: a step draws prompts for the batch (jittered
    boxes, optional points), runs prompt encoder + batched decoder on cached embeddings and
@@ -32,17 +32,16 @@ import torch
 
 from medvl.config import save_config
 from medvl.data.records import Failure, write_manifest
+from medvl.data.seg_samples import SegDataConfig, load_seg_samples, split_samples
 from medvl.data.sources.mask_folder import read_gray
+from medvl.eval.sam_eval import GroundTruth, evaluate_prepared
 from medvl.eval.segmentation import cases_to_rows, summarize_cases
 from medvl.models.sam import SamConfig, build_sam
-from medvl.models.sam_cache import FileHashMemo, FileImageSource, encode_images, open_cache
-from medvl.models.sam_prompts import PromptConfig, simulate_prompts
-from medvl.train.engine import Engine
-from medvl.train.run_types import EngineConfig, TrainResult
-from medvl.train.segment_data import FeatureStore, PreparedSet, SamSegDataset, prepare_samples
-from medvl.train.segment_eval import GroundTruth, evaluate_prepared
-from medvl.train.segment_loss import LossConfig, SamSegLoss, valid_area
-from medvl.train.segment_sources import SegDataConfig, load_seg_samples, split_samples
+from medvl.models.sam.cache import FileHashMemo, FileImageSource, encode_images, open_cache
+from medvl.models.sam.features import FeatureStore, PreparedSet, SamSegDataset, prepare_samples
+from medvl.models.sam.loss import LossConfig, SamSegLoss, valid_area
+from medvl.models.sam.prompts import PromptConfig, simulate_prompts
+from medvl.train.engine import Engine, EngineConfig, TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +194,7 @@ def run_segment_finetune(config: SegmentConfig) -> SegmentResult:
     train_result = engine.fit(model, loader, loss_fn, eval_fn)
     model = engine.accelerator.unwrap_model(model)
     if train_result.best_checkpoint is not None:
-        from medvl.train.checkpoint import load_model_weights
+        from medvl.train.engine.checkpoint import load_model_weights
 
         load_model_weights(model, train_result.best_checkpoint)
         logger.info("restored the best checkpoint (step %s)", train_result.best_step)

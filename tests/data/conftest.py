@@ -123,3 +123,19 @@ def corpus(tmp_path: Path) -> Corpus:
     c.bad["empty"] = root / "deep" / "empty_file"
     c.bad["empty"].write_bytes(b"")
     return c
+
+
+@pytest.fixture(scope="session")
+def iu_result():
+    """The real IU corpus read once per session (shipped reports and header table)."""
+    from medvl.data.sources.iu.xray import load_iu
+
+    return load_iu()
+
+
+@pytest.fixture(scope="session")
+def iu_reports():
+    """The parsed IU report XMLs and the read result (failures)."""
+    from medvl.data.sources.iu.xray import read_iu_reports
+
+    return read_iu_reports()

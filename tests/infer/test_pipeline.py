@@ -15,8 +15,8 @@ from infer_dicom import PLANTED_ID, PLANTED_NAME, make_cr
 from typer.testing import CliRunner
 
 from medvl.cli import app
+from medvl.data.phantom import generate_phantoms
 from medvl.data.records import Study, read_manifest
-from medvl.data.sources.phantom import generate_phantoms
 from medvl.infer.export import export_study
 from medvl.infer.json_result import result_schema
 from medvl.infer.pipeline import InferConfig, InferencePipeline

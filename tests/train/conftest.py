@@ -33,7 +33,7 @@ def tiny_aligner():
 @pytest.fixture(scope="session")
 def small_phantoms(tmp_path_factory):
     """40 phantom studies at 64 px (studies.jsonl), shared by the fine-tuning smoke tests."""
-    from medvl.data.sources.phantom import generate_phantoms
+    from medvl.data.phantom import generate_phantoms
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("phantoms_small")

@@ -17,7 +17,7 @@ from medvl.infer.pipeline import InferConfig, InferencePipeline
 from medvl.models import MedVLAligner, create_aligner
 from medvl.models.hub import sha256_file
 from medvl.train.finetune import FinetuneConfig, finetune
-from medvl.train.finetune_run import evaluate_classifier, load_finetuned, load_split
+from medvl.train.finetune.steps import evaluate_classifier, load_finetuned, load_split
 
 FINDINGS = ["Cardiomegaly", "Lung Opacity", "Atelectasis", "Support Devices"]
 

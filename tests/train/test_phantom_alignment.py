@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from medvl.config import from_dict
-from medvl.data.sources.phantom_plan import DRAWABLE
+from medvl.data.pairs import PairDataConfig, load_pairs, pair_dataset, stack_images
+from medvl.data.phantom.plan import DRAWABLE
+from medvl.eval.alignment import alignment_metrics
 from medvl.models import MedVLAligner, PromptBank, create_aligner
-from medvl.train.alignment_eval import alignment_metrics
 from medvl.train.finetune import FinetuneConfig, finetune
-from medvl.train.pair_data import PairDataConfig, load_pairs, pair_dataset, stack_images
 from medvl.train.pretrain import PretrainConfig, pretrain
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def heldout_metrics(aligner: MedVLAligner, manifest) -> dict[str, float]:
 @pytest.fixture(scope="session")
 def dapt(tmp_path_factory):
     """Phantoms, the base aligner, DAPT, and held-out numbers before and after."""
-    from medvl.data.sources.phantom import generate_phantoms
+    from medvl.data.phantom import generate_phantoms
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -10,7 +10,9 @@ import torch
 from medvl.config import ConfigError, from_dict
 from medvl.data.records import Study, write_manifest
 from medvl.models import MedVLAligner
-from medvl.train.mlm import (
+from medvl.train.engine import EngineConfig
+from medvl.train.pretrain import PretrainConfig, StageConfig, pretrain
+from medvl.train.pretrain.mlm import (
     TokenizedReports,
     build_mlm_model,
     load_report_corpus,
@@ -18,9 +20,6 @@ from medvl.train.mlm import (
     run_mlm_stage,
     split_corpus,
 )
-from medvl.train.pretrain import PretrainConfig, pretrain
-from medvl.train.run_types import EngineConfig
-from medvl.train.stages import StageConfig
 
 REPORTS = [
     "Heart size is normal. The lungs are clear. No pleural effusion.",

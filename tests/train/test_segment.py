@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from medvl.cli import app
 from medvl.config import from_dict, load_config
 from medvl.data.records import SegSample
+from medvl.data.seg_samples import SegDataConfig, split_samples
 from medvl.models.sam import SamConfig, SamModel, build_sam
+from medvl.models.sam.loss import LossConfig, SamSegLoss, valid_area
 from medvl.train.segment import SegmentConfig, run_segment_finetune
-from medvl.train.segment_loss import LossConfig, SamSegLoss, valid_area
-from medvl.train.segment_sources import SegDataConfig, split_samples
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
 
@@ -182,8 +182,8 @@ def test_split_falls_back_to_a_patient_holdout() -> None:
 
 
 def test_feature_store_reads_the_same_from_ram_and_memory_maps(tmp_path) -> None:
-    from medvl.models.sam_cache import ArrayImageSource, encode_images, open_cache
-    from medvl.train.segment_data import FeatureStore
+    from medvl.models.sam.cache import ArrayImageSource, encode_images, open_cache
+    from medvl.models.sam.features import FeatureStore
 
     model = build_sam(SamConfig(variant="tiny", img_size=64))
     images = [np.random.default_rng(i).random((50, 64), dtype=np.float32) for i in range(3)]

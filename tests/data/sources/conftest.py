@@ -70,19 +70,3 @@ def make_dicom() -> Callable[..., Path]:
 def make_raster() -> Callable[..., Path]:
     """The :func:`write_raster` writer."""
     return write_raster
-
-
-@pytest.fixture(scope="session")
-def iu_result():
-    """The real IU corpus read once per session (shipped reports and header table)."""
-    from medvl.data.sources.iu_xray import load_iu
-
-    return load_iu()
-
-
-@pytest.fixture(scope="session")
-def iu_reports():
-    """The parsed IU report XMLs and the read result (failures)."""
-    from medvl.data.sources.iu_xray import read_iu_reports
-
-    return read_iu_reports()

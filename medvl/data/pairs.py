@@ -1,0 +1,146 @@
+"""Image-report pair data for the aligner jobs: manifest -> split -> cached PairDataset.
+
+Pretraining, fine-tuning and their evaluations all read pairs the same way: a manifest of
+Study records (what ``medvl ingest`` and the phantom generator write) or of ImageReportPair
+records, filtered to a split and to frontal views, decoded once into the tensor cache (so
+epochs do not re-read DICOM), then served by :class:`~medvl.data.datasets.PairDataset`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medvl.data.records import ImageReportPair, Study, read_manifest, study_pairs
+from medvl.io.reports import clean_model_text
+
+if TYPE_CHECKING:  # the dataset module pulls in MONAI; import it only when data is built
+    from medvl.data.datasets import PairDataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PairDataConfig:
+    """Where the pairs come from and how images are prepared."""
+
+    manifest: Path | None = None  # Study or ImageReportPair JSONL
+    views: tuple[str, ...] = ("PA", "AP")  # empty = every view
+    cache_dir: Path | None = None  # tensor cache root; default <manifest folder>/tensor_cache
+    augment: bool = False  # random affine + intensity on training images
+    workers: int = 0  # processes decoding images (cache) and rendering phantoms
+    phantom_studies: int = 0  # > 0: generate this many phantom studies if manifest is missing
+    phantom_size: int = 256
+    phantom_seed: int = 0
+
+
+def _generate_phantoms(config: PairDataConfig, path: Path) -> None:
+    """Render the configured phantom studies (main process first; the others then reuse them)."""
+    from accelerate import PartialState
+
+    from medvl.data.phantom import STUDIES_MANIFEST, generate_phantoms
+
+    if path.name != STUDIES_MANIFEST:
+        raise ValueError(f"{path}: generated phantom manifests are named {STUDIES_MANIFEST}")
+    with PartialState().main_process_first():
+        if not path.is_file():
+            logger.info(
+                "generating %d phantom studies into %s", config.phantom_studies, path.parent
+            )
+            generate_phantoms(
+                config.phantom_studies,
+                path.parent,
+                seed=config.phantom_seed,
+                size=config.phantom_size,
+                workers=max(config.workers, 1),
+                progress=False,
+            )
+
+
+def load_pairs(config: PairDataConfig, split: str | None) -> list[ImageReportPair]:
+    """Pairs of ``split`` (``None`` = all) with images on disk, report text cleaned for models."""
+    if config.manifest is None:
+        raise ValueError("data.manifest is not set: point it at a Study or pair manifest")
+    path = Path(config.manifest)
+    if config.phantom_studies > 0:  # every rank enters: the generation is behind a barrier
+        _generate_phantoms(config, path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found")
+    first = next((line for line in path.read_text().splitlines() if line.strip()), "")
+    if not first:
+        raise ValueError(f"{path}: manifest is empty")
+    views = tuple(config.views) or None
+    if "report_text" in json.loads(first):
+        pairs = study_pairs(read_manifest(path, Study), views=views, split=split)
+    else:
+        pairs = [
+            p
+            for p in read_manifest(path, ImageReportPair)
+            if (split is None or p.split == split)
+            and (views is None or p.image.view_position in views)
+        ]
+    pairs = [p for p in pairs if p.image.path]
+    for pair in pairs:
+        pair.text = clean_model_text(pair.text)
+    if not pairs:
+        raise ValueError(
+            f"{path}: no {split or 'any'}-split pairs with image files (views {views})"
+        )
+    return pairs
+
+
+def pair_dataset(
+    pairs: Sequence[ImageReportPair],
+    config: PairDataConfig,
+    image_size: int,
+    tokenizer: object = None,
+    max_length: int = 128,
+    train: bool = False,
+) -> PairDataset:
+    """A cached :class:`PairDataset` at ``image_size`` (the cache is filled on first use)."""
+    from medvl.data.batch_augment import BatchAugment
+    from medvl.data.cache import build_cache
+    from medvl.data.datasets import PairDataset
+    from medvl.data.transforms import PipelineConfig
+
+    pipeline = PipelineConfig(size=image_size)
+    root = config.cache_dir or Path(config.manifest or ".").parent / "tensor_cache"
+    built = build_cache([p.image for p in pairs], root, pipeline, workers=config.workers)
+    if built.failures:
+        first = built.failures[0]
+        logger.warning("%d images could not be cached; first: %s", len(built.failures), first)
+        bad = {f.path for f in built.failures}
+        pairs = [p for p in pairs if p.image.path not in bad]
+    augment = BatchAugment() if (train and config.augment) else None
+    return PairDataset(
+        pairs, cache=built.cache, batch_augment=augment, tokenizer=tokenizer, max_length=max_length
+    )
+
+
+def stack_images(dataset: PairDataset, batch_size: int = 64) -> dict[str, Any]:
+    """All images ``(N, 1, H, W)``, labels ``(N, F)``, texts and study ids of ``dataset``.
+
+    Evaluation sets are small next to training sets; holding them in memory lets every
+    evaluation embed them in a few large batches.
+    """
+    import torch
+
+    from medvl.data.datasets import collate_pairs
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_pairs)
+    images, labels, texts, studies = [], [], [], []
+    for batch in loader:
+        images.append(batch["image"])
+        labels.append(batch["labels"])
+        texts += batch["text"]
+        studies += batch["study_id"]
+    return {
+        "image": torch.cat(images),
+        "labels": torch.cat(labels),
+        "text": texts,
+        "study_id": studies,
+    }

@@ -1,0 +1,137 @@
+"""Fine-tuning an aligner for findings: zero-shot, linear probe, LoRA, partial or full.
+
+``medvl finetune --config configs/lora_findings.yaml [key=value ...]`` runs :func:`finetune`.
+One key, ``mode``, picks what trains (the head always starts as the zero-shot classifier,
+see :mod:`medvl.models.classifier`):
+
+``zero_shot``     nothing; the prompts alone are evaluated.
+``linear_probe``  the head, on image embeddings computed once by the frozen aligner.
+``lora``          peft LoRA adapters on the configured towers, plus the head.
+``partial``       the head, then the top image-tower blocks (``freeze``: two-stage by
+                  default, or progressive), with layer-wise decaying learning rates.
+``full``          every image-side parameter (and the text side with the prompt head).
+
+Labels are multi-label BCE targets over ``head.findings`` with unmentioned labels masked
+and uncertain ones handled by ``head.uncertain`` (ignore / positive / negative). Few-shot:
+``few_shot.k > 0`` trains on k positive and k negative studies per finding (deterministic).
+The output folder holds the resolved ``config.yaml``, the engine run (``train/``), what the
+mode produced (``adapter/`` for LoRA, ``model/`` for partial and full, ``head.safetensors``
+always) and ``metrics.json`` (macro and per-finding AUROC on ``eval_split``, trainable
+parameters, wall time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from medvl.config import save_config
+from medvl.data.pairs import PairDataConfig
+from medvl.models.lora import LoraConfig
+from medvl.train.engine import EngineConfig, FreezeConfig
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["zero_shot", "linear_probe", "lora", "partial", "full"]
+
+
+@dataclass
+class HeadConfig:
+    """The findings head and its labels."""
+
+    kind: Literal["linear", "prompt"] = "linear"
+    findings: tuple[str, ...] = ()  # () = every finding of the prompt file
+    prompts: Path | None = None  # prompt YAML; None = the packaged CheXpert-14 prompts
+    uncertain: Literal["ignore", "positive", "negative"] = "ignore"
+
+
+@dataclass
+class FewShotConfig:
+    """``k`` positive and ``k`` negative training studies per finding; 0 = all training data."""
+
+    k: int = 0
+    seed: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """A fine-tuning job."""
+
+    model: str = "runs/dapt/model"  # saved aligner directory (or preset, for experiments)
+    mode: Mode = "lora"
+    output_dir: Path = Path("runs/finetune")
+    data: PairDataConfig = field(default_factory=PairDataConfig)
+    train_split: str = "train"
+    val_split: str = "val"  # for best checkpoint / early stopping ("" = none)
+    eval_split: str = "test"  # reported in metrics.json
+    head: HeadConfig = field(default_factory=HeadConfig)
+    few_shot: FewShotConfig = field(default_factory=FewShotConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    freeze: FreezeConfig = field(
+        default_factory=lambda: FreezeConfig("two_stage", head_steps=100, top_blocks=2)
+    )
+    layer_decay: float = 0.5  # partial/full: LR of a block = lr * layer_decay ** depth
+    train: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir)
+        if self.mode not in ("zero_shot", "linear_probe", "lora", "partial", "full"):
+            raise ValueError(f"unknown mode {self.mode!r}")
+        if self.few_shot.k < 0:
+            raise ValueError(f"few_shot.k must be >= 0, got {self.few_shot.k}")
+
+
+def finetune(config: FinetuneConfig) -> dict[str, Any]:
+    """Run one fine-tuning job; returns (and writes) its ``metrics.json`` content."""
+    import torch
+
+    from medvl.eval.metrics import nan_to_none
+    from medvl.models.aligner import create_aligner
+    from medvl.models.zeroshot import PromptBank
+    from medvl.train.finetune.steps import build_classifier, evaluate_classifier, load_split, train
+
+    started = time.perf_counter()
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    torch.manual_seed(config.train.seed)
+    prompts = PromptBank.from_yaml(config.head.prompts)
+    if config.head.findings:
+        prompts = prompts.subset(config.head.findings)
+    aligner = create_aligner(config.model)
+    model = build_classifier(aligner, prompts, config)
+    size = aligner.config.image.image_size
+    test = load_split(config, config.eval_split, size)
+    result: dict[str, Any] = {
+        "mode": config.mode,
+        "model": config.model,
+        "few_shot_k": config.few_shot.k,
+    }
+    if config.mode != "zero_shot":
+        engine_cfg = dataclasses.replace(config.train, output_dir=out / "train")
+        result.update(train(model, config, engine_cfg, size))
+    else:
+        result["trainable_parameters"] = 0
+        result["train_examples"] = 0
+    metrics = evaluate_classifier(model, test, roc_png=out / "roc.png")
+    result["eval_split"] = config.eval_split
+    result["macro_auroc"] = metrics["macro"]["auroc"]
+    result["metrics"] = metrics
+    result["wall_time_s"] = time.perf_counter() - started
+    from medvl.train.finetune.steps import save_outputs
+
+    save_outputs(model, config, out)
+    (out / "metrics.json").write_text(json.dumps(nan_to_none(result), indent=2))
+    logger.info(
+        "%s: macro AUROC %.4f on %s (%s trainable parameters)",
+        config.mode,
+        result["macro_auroc"] or float("nan"),
+        config.eval_split,
+        f"{result['trainable_parameters']:,}",
+    )
+    return result

@@ -1,0 +1,222 @@
+"""The working parts of :func:`medvl.train.finetune.job.finetune`: build, train, evaluate, save."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medvl.data.pairs import load_pairs, pair_dataset, stack_images
+from medvl.eval.alignment import label_columns
+from medvl.models.classifier import (
+    FindingsClassifier,
+    few_shot_indices,
+    image_tower_blocks,
+    masked_bce,
+)
+from medvl.models.lora import apply_lora, count_parameters, save_adapter
+from medvl.models.zeroshot import PromptBank, embed_images
+from medvl.train.engine import EngineConfig
+from medvl.train.engine.param_groups import (
+    FreezeSchedule,
+    ModelBlocks,
+    default_param_groups,
+    discriminative_param_groups,
+)
+
+logger = logging.getLogger(__name__)
+
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_INFO = "head.json"
+
+
+def build_classifier(aligner: nn.Module, prompts: PromptBank, config: Any) -> FindingsClassifier:
+    """A findings classifier whose trainable parameters are those of ``config.mode``."""
+    model = FindingsClassifier(aligner, prompts, config.head.kind)
+    for p in aligner.parameters():
+        p.requires_grad_(False)
+    if config.mode == "lora":
+        model.aligner = apply_lora(aligner, config.lora)
+    elif config.mode in ("partial", "full"):
+        trainable = [aligner.image_tower, aligner.image_projection]
+        if config.head.kind == "prompt" and config.mode == "full":
+            trainable += [aligner.text_tower, aligner.text_projection]
+        for module in trainable:
+            for p in module.parameters():
+                p.requires_grad_(True)
+    return model
+
+
+def load_split(config: Any, split: str, image_size: int) -> dict[str, Any]:
+    """Stacked images, labels, texts and study ids of ``split``."""
+    return stack_images(pair_dataset(load_pairs(config.data, split), config.data, image_size))
+
+
+@torch.no_grad()
+def predict_proba(
+    model: FindingsClassifier, images: torch.Tensor, batch_size: int = 64
+) -> torch.Tensor:
+    """Sigmoid probabilities ``(N, F)`` in eval mode."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [
+        model.predict_proba(images[i : i + batch_size].to(device))
+        for i in range(0, images.shape[0], batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate_classifier(
+    model: FindingsClassifier, data: dict[str, Any], roc_png: Path | None = None
+) -> dict:
+    """Per-finding and macro AUROC (uncertain labels left out, the usual evaluation).
+
+    ``roc_png`` also draws the per-finding ROC curves there.
+    """
+    from medvl.eval.metrics import classification_metrics
+    from medvl.eval.plots import roc_curves_png
+
+    probs = predict_proba(model, data["image"])
+    labels = label_columns(data["labels"], model.findings)
+    if roc_png is not None:
+        roc_curves_png(probs, labels, model.findings, roc_png, title=f"ROC: {roc_png.parent.name}")
+    return classification_metrics(probs, labels, model.findings, uncertain="ignore")
+
+
+def _val_auroc(model: FindingsClassifier, val: dict[str, Any] | None) -> dict[str, float] | None:
+    if val is None:
+        return None
+    macro = evaluate_classifier(model, val)["macro"]["auroc"]
+    return {"val_auroc": float("nan") if macro is None else macro}
+
+
+def train(model: FindingsClassifier, config: Any, engine_cfg: EngineConfig, size: int) -> dict:
+    """Train ``model`` as ``config.mode`` says; returns counts and timings."""
+    from medvl.data.datasets import label_vector
+    from medvl.train.engine import Engine
+    from medvl.train.engine.checkpoint import load_model_weights
+
+    aligner = model.aligner
+    pairs = load_pairs(config.data, config.train_split)
+    if config.few_shot.k:
+        labels = torch.stack([label_vector(p.labels, model.findings) for p in pairs])
+        keep = few_shot_indices(
+            labels, [p.study_id for p in pairs], config.few_shot.k, config.few_shot.seed
+        )
+        pairs = [pairs[i] for i in keep]
+        logger.info("few-shot k=%d: %d training studies", config.few_shot.k, len(pairs))
+    val = load_split(config, config.val_split, size) if config.val_split else None
+    findings, uncertain = model.findings, config.head.uncertain
+    engine = Engine(engine_cfg)
+    model.to(engine.device)
+
+    if config.mode == "linear_probe":
+        data = stack_images(pair_dataset(pairs, config.data, size))
+        embeds = embed_images(aligner, data["image"]).cpu()
+        dataset = torch.utils.data.TensorDataset(embeds, label_columns(data["labels"], findings))
+
+        def probe_loss(head: nn.Module, batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+            return masked_bce(head(batch[0]), batch[1], uncertain), {}
+
+        trained: nn.Module = model.head
+        loader = engine.make_loader(dataset)
+        result = engine.fit(trained, loader, probe_loss, lambda _: _val_auroc(model, val))
+    else:
+        dataset = pair_dataset(pairs, config.data, size, train=True)
+        trained = model
+
+        def loss_fn(m: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+            return masked_bce(
+                m(batch["image"]), label_columns(batch["labels"], findings), uncertain
+            ), {}
+
+        groups, freeze = None, None
+        if config.mode in ("partial", "full"):
+            blocks = ModelBlocks.from_modules(
+                model,
+                head=[model.head, aligner.image_projection],
+                blocks=image_tower_blocks(aligner.image_tower),
+            )
+            groups = discriminative_param_groups(
+                blocks, engine_cfg.lr, config.layer_decay, engine_cfg.weight_decay
+            )
+            if config.mode == "partial":
+                freeze = FreezeSchedule(blocks, config.freeze)
+        else:
+            groups = default_param_groups(model, engine_cfg.lr, engine_cfg.weight_decay)
+        loader = engine.make_loader(
+            dataset, collate_fn=dataset.collate, drop_last=len(dataset) > engine_cfg.batch_size
+        )
+        result = engine.fit(
+            model, loader, loss_fn, lambda m: _val_auroc(m, val), param_groups=groups, freeze=freeze
+        )
+    if result.best_checkpoint is not None:
+        load_model_weights(trained, result.best_checkpoint)
+    return {
+        "trainable_parameters": result.trainable_parameters,
+        "total_parameters": count_parameters(model)[1],
+        "train_examples": len(pairs),
+        "steps": result.step,
+        "best_step": result.best_step,
+        "best_val_auroc": result.best_value,
+        "train_wall_time_s": result.wall_time_s,
+    }
+
+
+def save_outputs(model: FindingsClassifier, config: Any, out: Path) -> None:
+    """The head always; the adapter (LoRA) or the whole aligner (partial, full)."""
+    from safetensors.torch import save_model
+
+    save_model(model.head, str(out / HEAD_WEIGHTS))
+    base = Path(config.model)
+    info = {
+        "findings": list(model.findings),
+        "kind": model.kind,
+        "mode": config.mode,
+        "base": str(base.resolve()) if base.is_dir() else config.model,
+        "prompts": model.prompts.to_dict(),
+    }
+    (out / HEAD_INFO).write_text(json.dumps(info, indent=2))
+    if config.mode == "lora":
+        save_adapter(model.aligner, out / "adapter")
+    elif config.mode in ("partial", "full"):
+        model.aligner.save_pretrained(out / "model")
+
+
+def load_finetuned(run_dir: str | Path, base: str | None = None) -> FindingsClassifier:
+    """The classifier a :func:`medvl.train.finetune.job.finetune` run saved, ready for inference.
+
+    The aligner is the run's ``model/`` (partial, full) or its base with ``adapter/`` merged in
+    (LoRA); ``base`` overrides the base recorded in ``head.json`` (e.g. after moving files).
+    """
+    from safetensors.torch import load_model
+
+    from medvl.models.aligner import create_aligner
+    from medvl.models.lora import load_adapter
+
+    run_dir = Path(run_dir)
+    info_file = run_dir / HEAD_INFO
+    if not info_file.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a fine-tuning run ({HEAD_INFO} missing)")
+    info = json.loads(info_file.read_text())
+    if "prompts" not in info:
+        raise ValueError(f"{info_file}: written by an older medvl without prompts; re-run finetune")
+    if info["mode"] in ("partial", "full"):
+        aligner = create_aligner(str(run_dir / "model"))
+    else:
+        aligner = create_aligner(base or info["base"])
+        if info["mode"] == "lora":
+            aligner = load_adapter(aligner, run_dir / "adapter").merge_and_unload()
+    prompts = PromptBank.from_dict(info["prompts"], where=str(info_file))
+    model = FindingsClassifier(aligner, prompts, info["kind"], zero_shot_init=False)
+    load_model(model.head, str(run_dir / HEAD_WEIGHTS))
+    model.eval()
+    if model.kind == "prompt":  # same outputs, without the text tower in every forward
+        model.head, model.kind = model.head.to_linear(aligner), "linear"
+    return model
