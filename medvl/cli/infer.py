@@ -73,32 +73,26 @@ def infer_command(
     """
     from tqdm import tqdm
 
-    from medvl.infer.export import export_study
+    from medvl.infer.batch import StudyOutcome, infer_folders, study_folders
 
     setup_logging(verbose)
     cfg = _config(config, overrides, model, sam, adapter, finetuned, include_identifiers)
     if not study_dir.is_dir():
         typer.echo(f"error: {study_dir}: not a folder", err=True)
         raise typer.Exit(2)
-    folders = sorted(p for p in study_dir.iterdir() if p.is_dir()) if studies else [study_dir]
+    folders = study_folders(study_dir, per_study=studies)
     pipeline = _load_pipeline(cfg)
     save_resolved(cfg, out)
-    analysed = 0
-    for folder in tqdm(folders, desc="studies", unit="study", disable=len(folders) < 2):
-        result = pipeline.run_study(folder)
-        export_study(
-            result,
-            out / result.study_uid_hash,
-            write_seg=cfg.write_seg,
-            write_sr=cfg.write_sr,
-            include_identifiers=cfg.include_identifiers,
-        )
-        analysed += len(result.images)
+
+    def report(study: StudyOutcome) -> None:
         typer.echo(
-            f"{folder.name}: {len(result.images)} analysed, {len(result.skipped)} skipped, "
-            f"{result.seconds:.2f} s -> {out / result.study_uid_hash}"
+            f"{study.folder.name}: {study.analysed} analysed, {study.skipped} skipped, "
+            f"{study.seconds:.2f} s -> {study.output}"
         )
-    if analysed == 0:
+
+    progress = tqdm(folders, desc="studies", unit="study", disable=len(folders) < 2)
+    summary = infer_folders(pipeline, progress, out, on_study=report)
+    if summary.analysed == 0:
         typer.echo("error: no image could be analysed", err=True)
         raise typer.Exit(1)
 
@@ -140,7 +134,7 @@ def listen_command(
         ae_title=ae_title,
         host=host,
         port=port,
-        out_dir=out,
+        output_dir=out,
         quiet_seconds=quiet_seconds,
         forward=forward,
     )

@@ -88,14 +88,14 @@ def segment_command(
     from medvl.data.sources.common import write_mask_png
     from medvl.data.sources.mask_folder import read_seg_image
     from medvl.eval.overlays import save_overlay
-    from medvl.models.sam import load_sam
+    from medvl.models.sam import create_sam
     from medvl.models.sam.predict import SamSegmenter
 
     setup_logging(verbose)
     xyxy = np.asarray(_parse_floats(box, 4, "--box"))
     with exit_on_error():
         seg_image = read_seg_image(image, _parse_window(window))
-        segmenter = SamSegmenter(load_sam(model), device=device)
+        segmenter = SamSegmenter(create_sam(model), device=device)
     pixels = seg_image.pixels
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, object] = {

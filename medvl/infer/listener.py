@@ -45,7 +45,7 @@ class ListenerConfig:
     ae_title: str = "MEDVL"
     host: str = "127.0.0.1"
     port: int = 11112
-    out_dir: Path = Path("runs/listener")
+    output_dir: Path = Path("runs/listener")
     quiet_seconds: float = 10.0
     max_queued_studies: int = 16
     forward: str | None = None  # "AE@host:port": C-STORE results there
@@ -97,8 +97,8 @@ class StudyListener:
         self.config = config
         self.processor = processor
         self.stats = ListenerStats()
-        self.incoming = Path(config.out_dir) / "incoming"
-        self.archive = Path(config.out_dir) / "processed"
+        self.incoming = Path(config.output_dir) / "incoming"
+        self.archive = Path(config.output_dir) / "processed"
         for folder in (self.incoming, self.archive):
             folder.mkdir(parents=True, exist_ok=True)
         self._studies: dict[str, _StudyState] = {}

@@ -117,9 +117,7 @@ def aligner_checksum(aligner: MedVLAligner) -> str:
     return digest.hexdigest()
 
 
-def load_classifier(
-    config: InferConfig, device: torch.device
-) -> tuple[FindingsScorer, ModelIdentity]:
+def load_scorer(config: InferConfig, device: torch.device) -> tuple[FindingsScorer, ModelIdentity]:
     """The findings scorer ``config`` asks for and the identity of the weights it loaded.
 
     Zero-shot prompts on the aligner (adapter merged, calibration applied) by default; with
@@ -127,17 +125,14 @@ def load_classifier(
     ``model`` when given, else on the base the run recorded.
     """
     if config.finetuned:
-        from medvl.models.hub import sha256_file
-        from medvl.train.finetune.steps import HEAD_WEIGHTS, load_finetuned
+        from medvl.models.classifier import load_classifier
 
-        run = Path(config.finetuned)
-        model = load_finetuned(run, base=config.model).to(device)
-        adapter = run / "adapter" / "adapter_model.safetensors"
+        model = load_classifier(config.finetuned, base=config.model).to(device)
         return model, ModelIdentity(
-            aligner=str(run),
+            aligner=str(config.finetuned),
             aligner_sha256=aligner_checksum(model.aligner),
-            adapter_sha256=sha256_file(adapter) if adapter.is_file() else None,
-            head_sha256=sha256_file(run / HEAD_WEIGHTS),
+            adapter_sha256=model.adapter_sha256,
+            head_sha256=model.weights_sha256,
         )
     if not config.model:
         raise ValueError("model: a saved aligner directory is needed (or finetuned=RUN_DIR)")
@@ -160,7 +155,7 @@ class InferencePipeline:
     def __init__(self, config: InferConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        self.classifier, identity = load_classifier(config, self.device)
+        self.classifier, identity = load_scorer(config, self.device)
         self.aligner = self.classifier.aligner
         self.thresholds = [
             config.thresholds.get(name, config.threshold) for name in self.classifier.findings
@@ -168,10 +163,10 @@ class InferencePipeline:
         self.segmenter = None
         sam_name = sam_sha = None
         if config.sam:
-            from medvl.models.sam import load_sam
+            from medvl.models.sam import create_sam
             from medvl.models.sam.predict import SamSegmenter
 
-            sam = load_sam(config.sam)
+            sam = create_sam(config.sam)
             self.segmenter = SamSegmenter(sam, device=self.device)
             sam_name, sam_sha = str(config.sam), sam.weights_sha256
         self.identity = dataclasses.replace(identity, sam=sam_name, sam_sha256=sam_sha)

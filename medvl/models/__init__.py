@@ -16,11 +16,11 @@ Entry points::
 from medvl.models.aligner import (
     PRESETS,
     AlignerConfig,
-    ChecksumError,
     MedVLAligner,
     create_aligner,
     read_saved_config,
 )
+from medvl.models.hub import ChecksumError
 from medvl.models.losses import (
     ContrastiveLoss,
     SemanticMatchingLoss,

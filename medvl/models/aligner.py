@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medvl.config import ConfigError, from_dict, to_dict
-from medvl.models.hub import read_saved_json, save_state_atomic, sha256_file
+from medvl.models.hub import read_saved_json, save_state_atomic, verified_weights, write_descriptor
 from medvl.models.towers.image import ImageTower, ImageTowerConfig, build_image_tower
 from medvl.models.towers.text import TextTower, TextTowerConfig, build_text_tower
 
@@ -43,10 +43,6 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
-
-
-class ChecksumError(ValueError):
-    """Saved weights do not match the SHA-256 recorded beside them."""
 
 
 @dataclass
@@ -178,10 +174,7 @@ class MedVLAligner(nn.Module):
             "weights_sha256": self.weights_sha256,
             "provenance": self.provenance,
         }
-        config_path = directory / CONFIG_FILE
-        tmp_config = config_path.with_name(config_path.name + ".tmp")
-        tmp_config.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        tmp_config.replace(config_path)
+        write_descriptor(directory, payload, CONFIG_FILE)
         logger.info("saved aligner to %s (sha256 %s)", directory, self.weights_sha256[:12])
 
     @classmethod
@@ -197,17 +190,7 @@ class MedVLAligner(nn.Module):
 
         directory = Path(directory)
         payload = read_saved_config(directory)
-        weights = directory / payload.get("weights_file", WEIGHTS_FILE)
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights}: weights file missing from the saved aligner")
-        actual = sha256_file(weights)
-        recorded = payload.get("weights_sha256")
-        if actual != recorded:
-            raise ChecksumError(
-                f"{weights}: SHA-256 is {actual} but {directory / CONFIG_FILE} records "
-                f"{recorded}; the weights were changed or corrupted after saving, refusing to "
-                "load them"
-            )
+        weights, actual = verified_weights(directory, payload, "aligner", WEIGHTS_FILE)
         config = _config_from(payload["aligner"], overrides, where=str(directory / CONFIG_FILE))
         tokenizer_dir = directory / TOKENIZER_DIR
         image_tower = build_image_tower(

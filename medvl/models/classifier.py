@@ -1,4 +1,4 @@
-"""A findings classifier on top of an aligner, its loss, and few-shot sampling.
+"""A findings classifier on top of an aligner: its heads, loss, few-shot sampling, saved form.
 
 :class:`FindingsClassifier` scores multi-label findings from images. Its head starts as the
 zero-shot classifier itself: for finding ``f`` with mean prompt embeddings ``p+`` and ``p-``,
@@ -14,22 +14,63 @@ Two heads:
     The prompts stay in the loop: prompt embeddings are recomputed through the text tower at
     every forward, with a learned scale and bias per finding, so LoRA on the text tower (or its
     full fine-tuning) has something to learn.
+
+A saved classifier is a directory (:meth:`FindingsClassifier.save_pretrained`,
+:func:`load_classifier`)::
+
+    config.json        format tag, findings, head kind, fine-tuning mode, base aligner,
+                       prompts, SHA-256 of head.safetensors (and of the LoRA adapter)
+    head.safetensors   the head's parameters
+    adapter/           mode lora: the peft adapter, merged into the base at load
+    model/             modes partial and full: the whole fine-tuned aligner
+
+Folders written by ``medvl finetune`` before this format (``head.json`` + ``head.safetensors``,
+no checksum) still load.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medvl.models.zeroshot import PromptBank, ZeroShotClassifier, prompt_texts
+from medvl.models.hub import (
+    DESCRIPTOR,
+    read_saved_json,
+    save_state_atomic,
+    sha256_file,
+    verified_weights,
+    verify_sha256,
+    write_descriptor,
+)
+from medvl.models.zeroshot import (
+    PromptBank,
+    UncertainPolicy,
+    ZeroShotClassifier,
+    binary_targets,
+    prompt_texts,
+)
 
-UncertainPolicy = Literal["ignore", "positive", "negative"]
+logger = logging.getLogger(__name__)
+
 HeadKind = Literal["linear", "prompt"]
+FinetuneMode = Literal["zero_shot", "linear_probe", "lora", "partial", "full"]
+MODES: tuple[str, ...] = ("zero_shot", "linear_probe", "lora", "partial", "full")
+
+FORMAT = "medvl-findings-classifier"
+FORMAT_VERSION = 1
+HEAD_WEIGHTS = "head.safetensors"
+ADAPTER_DIR = "adapter"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MODEL_DIR = "model"
+LEGACY_INFO = "head.json"  # the descriptor of `medvl finetune` folders before FORMAT existed
 
 
 class PromptHead(nn.Module):
@@ -75,7 +116,8 @@ class FindingsClassifier(nn.Module):
     ``aligner`` may be a plain :class:`~medvl.models.aligner.MedVLAligner` or its peft LoRA
     wrapper; the classifier only calls ``encode_image`` (and ``encode_text`` for the prompt
     head) on it. ``zero_shot_init=False`` skips the zero-shot initialisation of a linear head
-    (for loading saved head weights).
+    (for loading saved head weights). ``weights_sha256`` and ``adapter_sha256`` name the head
+    and adapter files a loaded classifier came from (``None`` for a fresh one).
     """
 
     def __init__(
@@ -98,6 +140,8 @@ class FindingsClassifier(nn.Module):
             self.head = nn.Linear(aligner.config.embed_dim, len(prompts))
         else:
             raise ValueError(f"head kind must be linear or prompt, got {kind!r}")
+        self.weights_sha256: str | None = None
+        self.adapter_sha256: str | None = None
 
     def forward(self, image: Tensor) -> Tensor:
         """Finding logits ``(B, F)`` for grayscale images ``(B, 1, H, W)``."""
@@ -115,6 +159,158 @@ class FindingsClassifier(nn.Module):
             return self.head(image_embeds, self.aligner)
         return self.head(image_embeds)
 
+    # ----------------------------------------------------------------------- save / load
+
+    def save_pretrained(
+        self, directory: str | Path, base: str | Path, mode: FinetuneMode = "zero_shot"
+    ) -> Path:
+        """Write the classifier into ``directory`` (see the module doc); return it.
+
+        Parameters
+        ----------
+        directory
+            Where to write; created if needed. ``config.json`` is written last, so it only
+            ever names files that are complete.
+        base
+            The aligner the classifier was built on: a saved aligner directory (recorded as an
+            absolute path) or a preset name. Loading rebuilds on it, except in modes
+            ``partial`` and ``full``, which save the whole aligner under ``model/``.
+        mode
+            How the classifier was fine-tuned; ``lora`` saves the adapter of the peft-wrapped
+            aligner under ``adapter/``.
+        """
+        from medvl.models.lora import save_adapter
+
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        directory = Path(directory)
+        payload: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "findings": list(self.findings),
+            "head": self.kind,
+            "mode": mode,
+            "base": str(Path(base).resolve()) if Path(base).is_dir() else str(base),
+            "prompts": self.prompts.to_dict(),
+        }
+        if mode == "lora":
+            if not hasattr(self.aligner, "peft_config"):
+                raise ValueError("mode lora: the aligner carries no peft LoRA adapter to save")
+            save_adapter(self.aligner, directory / ADAPTER_DIR)
+            payload["adapter_sha256"] = sha256_file(directory / ADAPTER_DIR / ADAPTER_WEIGHTS)
+        elif mode in ("partial", "full"):
+            self.aligner.save_pretrained(directory / MODEL_DIR)
+        self.weights_sha256 = save_state_atomic(self.head, directory / HEAD_WEIGHTS, FORMAT)
+        payload["weights_file"] = HEAD_WEIGHTS
+        payload["weights_sha256"] = self.weights_sha256
+        write_descriptor(directory, payload)
+        logger.info(
+            "saved findings classifier to %s (sha256 %s)", directory, self.weights_sha256[:12]
+        )
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, base: str | Path | None = None
+    ) -> FindingsClassifier:
+        """Load a saved classifier for inference (eval mode); see :func:`load_classifier`."""
+        from safetensors.torch import load_file
+
+        from medvl.models.aligner import create_aligner
+        from medvl.models.lora import load_adapter
+
+        directory = Path(directory)
+        payload, where = _read_descriptor(directory)
+        legacy = where.name == LEGACY_INFO
+        if legacy:  # no checksums were recorded: identify the files as they are now
+            weights = directory / HEAD_WEIGHTS
+            if not weights.is_file():
+                raise FileNotFoundError(f"{weights}: head weights missing from the finetune run")
+            digest = sha256_file(weights)
+        else:
+            weights, digest = verified_weights(directory, payload, "classifier", HEAD_WEIGHTS)
+        adapter_sha = None
+        if payload["mode"] == "lora":
+            adapter = directory / ADAPTER_DIR / ADAPTER_WEIGHTS
+            if not adapter.is_file():
+                raise FileNotFoundError(f"{adapter}: LoRA adapter missing from the classifier")
+            if legacy:
+                adapter_sha = sha256_file(adapter)
+            else:
+                adapter_sha = verify_sha256(adapter, payload.get("adapter_sha256"), where)
+        if payload["mode"] in ("partial", "full"):
+            aligner = create_aligner(str(directory / MODEL_DIR))
+        else:
+            aligner = create_aligner(str(base or payload["base"]))
+            if payload["mode"] == "lora":
+                aligner = load_adapter(aligner, directory / ADAPTER_DIR).merge_and_unload()
+        prompts = PromptBank.from_dict(payload["prompts"], where=str(where))
+        model = cls(aligner, prompts, payload["head"], zero_shot_init=False)
+        result = model.head.load_state_dict(load_file(str(weights)), strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"{weights}: does not fit a {payload['head']} head over {len(prompts)} findings; "
+                f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+            )
+        model.eval()
+        if model.kind == "prompt":  # same outputs, without the text tower in every forward
+            model.head, model.kind = model.head.to_linear(aligner), "linear"
+        model.weights_sha256, model.adapter_sha256 = digest, adapter_sha
+        return model
+
+
+def load_classifier(path: str | Path, base: str | Path | None = None) -> FindingsClassifier:
+    """A saved findings classifier, ready for inference.
+
+    Parameters
+    ----------
+    path
+        A directory written by :meth:`FindingsClassifier.save_pretrained` (every
+        ``medvl finetune`` output folder), or one of an older ``medvl finetune``
+        (``head.json`` + ``head.safetensors``).
+    base
+        The aligner to rebuild on instead of the one recorded (e.g. after moving files); not
+        used in modes ``partial`` and ``full``, which carry their own aligner.
+
+    Returns
+    -------
+    FindingsClassifier
+        In eval mode, a prompt head folded into the equal linear head (the text tower no
+        longer runs per image); the aligner is the saved ``model/``, or the base with the
+        LoRA adapter merged in.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` holds neither descriptor, or a file it names is missing.
+    ChecksumError
+        ``head.safetensors`` or the adapter changed after saving.
+    """
+    return FindingsClassifier.from_pretrained(path, base)
+
+
+def _read_descriptor(directory: Path) -> tuple[dict[str, Any], Path]:
+    """The saved classifier's descriptor (legacy ``head.json`` in today's keys) and its path."""
+    if (directory / DESCRIPTOR).is_file():
+        payload = read_saved_json(
+            directory, DESCRIPTOR, FORMAT, FORMAT_VERSION, "findings classifier"
+        )
+        return payload, directory / DESCRIPTOR
+    legacy = directory / LEGACY_INFO
+    if not legacy.is_file():
+        raise FileNotFoundError(
+            f"{directory}: not a saved findings classifier (neither {DESCRIPTOR} nor the "
+            f"{LEGACY_INFO} of an older medvl finetune run is there)"
+        )
+    try:
+        info = json.loads(legacy.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{legacy}: not valid JSON ({err})") from None
+    if "prompts" not in info:
+        raise ValueError(f"{legacy}: written by an older medvl without prompts; re-run finetune")
+    logger.info("%s: older finetune layout without checksums", directory)
+    return {**info, "head": info["kind"]}, legacy
+
 
 def zero_shot_linear_head(aligner: Any, prompts: PromptBank) -> nn.Linear:
     """A linear head whose sigmoid equals the zero-shot probabilities of ``prompts``."""
@@ -126,14 +322,6 @@ def zero_shot_linear_head(aligner: Any, prompts: PromptBank) -> nn.Linear:
         head.weight.copy_(scale * (means[:, 0] - means[:, 1]))
         head.bias.zero_()
     return head
-
-
-def binary_targets(labels: Tensor, uncertain: UncertainPolicy) -> Tensor:
-    """CheXpert codes -> 1/0 targets, NaN where the label is unknown (or uncertain, ignored)."""
-    out = torch.where((labels == 1) | (labels == 0), labels, torch.full_like(labels, float("nan")))
-    if uncertain != "ignore":
-        out = torch.where(labels == -1, torch.full_like(out, float(uncertain == "positive")), out)
-    return out
 
 
 def masked_bce(logits: Tensor, labels: Tensor, uncertain: UncertainPolicy = "ignore") -> Tensor:

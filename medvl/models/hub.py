@@ -3,6 +3,12 @@
 Weights come from local paths first (a hub name only where the user has network), are read as
 safetensors or with ``torch.load(weights_only=True)`` (never a pickle that can run code), and
 every source gets a SHA-256 so a saved model or a result can name exactly what it started from.
+
+Every saved medvl model (aligner, SAM, findings classifier) is a directory with one JSON
+descriptor (``config.json``, written by :func:`write_descriptor`, read by
+:func:`read_saved_json`) that records its weights file and that file's SHA-256;
+:func:`verified_weights` refuses weights that no longer match with the one
+:class:`ChecksumError`.
 """
 
 from __future__ import annotations
@@ -10,12 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+DESCRIPTOR = "config.json"
 _CHUNK = 1 << 20
+
+
+class ChecksumError(ValueError):
+    """Saved weights do not match the SHA-256 recorded beside them."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -40,6 +52,65 @@ def save_state_atomic(module: nn.Module, path: Path, producer: str) -> str:
     save_file(state, str(tmp), metadata={"format": "pt", "producer": producer})
     tmp.replace(path)
     return sha256_file(path)
+
+
+def write_descriptor(
+    directory: str | Path, payload: dict[str, Any], name: str = DESCRIPTOR
+) -> Path:
+    """Write a saved model's JSON descriptor atomically (temp file + rename); return its path.
+
+    A crash mid-write leaves the previous descriptor (or none), never a half-written one that
+    names weights it does not describe. Keys keep their order (a findings order is meaning).
+    """
+    path = Path(directory) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+    return path
+
+
+def verify_sha256(path: Path, recorded: str | None, descriptor: Path) -> str:
+    """SHA-256 of ``path``, checked against the value ``descriptor`` records for it.
+
+    Raises
+    ------
+    ChecksumError
+        The file's SHA-256 differs from ``recorded`` (changed or corrupted after saving).
+    """
+    actual = sha256_file(path)
+    if actual != recorded:
+        raise ChecksumError(
+            f"{path}: SHA-256 is {actual} but {descriptor} records {recorded}; the weights were "
+            "changed or corrupted after saving, refusing to load them"
+        )
+    return actual
+
+
+def verified_weights(
+    directory: str | Path,
+    payload: dict[str, Any],
+    what: str,
+    default_file: str = "model.safetensors",
+) -> tuple[Path, str]:
+    """The weights file a saved ``what`` directory's descriptor names, and its checked SHA-256.
+
+    ``payload`` is the descriptor read by :func:`read_saved_json`; its ``weights_file``
+    (``default_file`` when absent) must exist and hash to its ``weights_sha256``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The weights file is missing.
+    ChecksumError
+        The weights changed after saving.
+    """
+    directory = Path(directory)
+    weights = directory / payload.get("weights_file", default_file)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: weights file missing from the saved {what}")
+    digest = verify_sha256(weights, payload.get("weights_sha256"), directory / DESCRIPTOR)
+    return weights, digest
 
 
 def read_saved_json(directory: str | Path, name: str, fmt: str, version: int, what: str) -> dict:

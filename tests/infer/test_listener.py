@@ -55,7 +55,7 @@ def test_listener_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
         return []
 
     port = _free_port()
-    config = ListenerConfig(port=port, out_dir=tmp_path / "out", quiet_seconds=0.5)
+    config = ListenerConfig(port=port, output_dir=tmp_path / "out", quiet_seconds=0.5)
     listener = StudyListener(config, processor)
     listener.start()
     try:
@@ -91,7 +91,7 @@ def test_unfinished_studies_are_recovered_on_start(tmp_path: Path) -> None:
     make_cr(incoming / "x.dcm", study_uid=generate_uid())
     done: list[str] = []
     listener = StudyListener(
-        ListenerConfig(port=_free_port(), out_dir=tmp_path / "out", quiet_seconds=0.1),
+        ListenerConfig(port=_free_port(), output_dir=tmp_path / "out", quiet_seconds=0.1),
         lambda folder: done.append(folder.name) or [],
     )
     listener.start()
@@ -106,7 +106,7 @@ def test_processor_failure_keeps_study_and_listener(tmp_path: Path) -> None:
         raise RuntimeError(f"cannot read {PLANTED_NAME}")
 
     listener = StudyListener(
-        ListenerConfig(port=_free_port(), out_dir=tmp_path / "out", quiet_seconds=0.1), broken
+        ListenerConfig(port=_free_port(), output_dir=tmp_path / "out", quiet_seconds=0.1), broken
     )
     incoming = tmp_path / "out" / "incoming" / "s1"
     incoming.mkdir(parents=True)

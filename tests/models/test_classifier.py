@@ -1,8 +1,10 @@
-"""Findings classifier: zero-shot-initialised heads, masked BCE, few-shot sampling, blocks."""
+"""Findings classifier: zero-shot-initialised heads, masked BCE, few-shot sampling, saving."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +14,11 @@ from medvl.models.classifier import (
     FindingsClassifier,
     few_shot_indices,
     image_tower_blocks,
+    load_classifier,
     masked_bce,
 )
+from medvl.models.hub import ChecksumError, sha256_file
+from medvl.models.lora import LoraConfig, apply_lora
 
 FINDINGS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax")
 NAN = math.nan
@@ -89,3 +94,100 @@ def test_image_tower_blocks_of_the_tiny_cnn(tiny_aligner):
     assert len(blocks) == 4
     with pytest.raises(ValueError, match="block list"):
         image_tower_blocks(torch.nn.Linear(2, 2))
+
+
+# ------------------------------------------------------------------------ save / load
+
+SAVED = ("Pneumothorax", "Cardiomegaly", "Pleural Effusion")  # not sorted: order must survive
+
+
+def _trained(aligner, base: Path, kind: str, mode: str) -> FindingsClassifier:
+    """A classifier on ``aligner`` (saved first as ``base``) whose weights moved off zero-shot."""
+    aligner.save_pretrained(base)
+    prompts = PromptBank.from_yaml().subset(SAVED)
+    model = FindingsClassifier(aligner, prompts, kind)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=generator))
+        if mode == "lora":
+            config = LoraConfig(r=2, alpha=4, dropout=0.0, towers=("image", "text"))
+            model.aligner = apply_lora(aligner, config)
+            for name, p in model.aligner.named_parameters():
+                if "lora_B" in name:  # peft starts B at zero: make the adapter matter
+                    p.add_(0.2 * torch.randn(p.shape, generator=generator))
+        elif mode == "full":
+            aligner.image_projection.weight.mul_(1.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("kind", "mode"), [("linear", "linear_probe"), ("prompt", "full"), ("prompt", "lora")]
+)
+def test_saved_classifier_gives_the_same_probabilities(tiny_aligner, pixels, tmp_path, kind, mode):
+    model = _trained(tiny_aligner, tmp_path / "base", kind, mode)
+    expected = model.predict_proba(pixels)
+    model.save_pretrained(tmp_path / "clf", base=tmp_path / "base", mode=mode)
+
+    loaded = load_classifier(tmp_path / "clf")
+    torch.testing.assert_close(loaded.predict_proba(pixels), expected, atol=1e-6, rtol=0)
+    assert loaded.findings == SAVED and loaded.kind == "linear"  # prompt head folded
+    assert not loaded.training
+    payload = json.loads((tmp_path / "clf" / "config.json").read_text())
+    assert payload["format"] == "medvl-findings-classifier" and payload["head"] == kind
+    assert payload["mode"] == mode and payload["base"] == str((tmp_path / "base").resolve())
+    assert loaded.weights_sha256 == sha256_file(tmp_path / "clf" / "head.safetensors")
+    adapter = tmp_path / "clf" / "adapter" / "adapter_model.safetensors"
+    assert (
+        (loaded.adapter_sha256 == sha256_file(adapter)) if mode == "lora" else not adapter.exists()
+    )
+    assert (tmp_path / "clf" / "model" / "model.safetensors").is_file() == (mode == "full")
+
+
+def test_older_finetune_folder_still_loads(tiny_aligner, pixels, tmp_path):
+    from safetensors.torch import save_model
+
+    model = _trained(tiny_aligner, tmp_path / "base", "prompt", "linear_probe")
+    expected = model.predict_proba(pixels)
+    run = tmp_path / "run"  # as `medvl finetune` wrote it before config.json existed
+    run.mkdir()
+    save_model(model.head, str(run / "head.safetensors"))
+    info = {
+        "findings": list(SAVED),
+        "kind": "prompt",
+        "mode": "linear_probe",
+        "base": str((tmp_path / "base").resolve()),
+        "prompts": model.prompts.to_dict(),
+    }
+    (run / "head.json").write_text(json.dumps(info, indent=2))
+
+    loaded = load_classifier(run)
+    torch.testing.assert_close(loaded.predict_proba(pixels), expected, atol=1e-6, rtol=0)
+    assert loaded.weights_sha256 == sha256_file(run / "head.safetensors")
+    del info["prompts"]
+    (run / "head.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="without prompts"):
+        load_classifier(run)
+
+
+@pytest.mark.parametrize("part", ["head.safetensors", "adapter/adapter_model.safetensors"])
+def test_tampered_classifier_is_refused(tiny_aligner, tmp_path, part):
+    model = _trained(tiny_aligner, tmp_path / "base", "linear", "lora")
+    model.save_pretrained(tmp_path / "clf", base=tmp_path / "base", mode="lora")
+    weights = tmp_path / "clf" / part
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=f"{Path(part).name}: SHA-256 is .* records"):
+        load_classifier(tmp_path / "clf")
+
+
+def test_folder_without_a_classifier_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: not a saved findings classifier"):
+        load_classifier(tmp_path)
+
+
+def test_lora_mode_needs_an_adapter(tiny_aligner, tmp_path):
+    model = FindingsClassifier(tiny_aligner, PromptBank.from_yaml().subset(SAVED))
+    with pytest.raises(ValueError, match="no peft LoRA adapter"):
+        model.save_pretrained(tmp_path, base="tiny", mode="lora")

@@ -10,14 +10,15 @@ import torch
 from typer.testing import CliRunner
 
 from medvl.cli import app
-from medvl.config import from_dict
+from medvl.config import ConfigError, from_dict
 from medvl.data.records import Study, read_manifest
 from medvl.infer.json_result import result_to_json
 from medvl.infer.pipeline import InferConfig, InferencePipeline
 from medvl.models import MedVLAligner, create_aligner
+from medvl.models.classifier import load_classifier
 from medvl.models.hub import sha256_file
 from medvl.train.finetune import FinetuneConfig, finetune
-from medvl.train.finetune.steps import evaluate_classifier, load_finetuned, load_split
+from medvl.train.finetune.steps import evaluate_classifier, load_split
 
 FINDINGS = ["Cardiomegaly", "Lung Opacity", "Atelectasis", "Support Devices"]
 
@@ -55,6 +56,7 @@ def test_every_mode_runs_and_saves_what_it_trained(small_phantoms, tmp_path):
         assert saved["mode"] == mode and 0.0 <= saved["macro_auroc"] <= 1.0
         assert set(saved["metrics"]["per_finding"]) == set(FINDINGS)
         assert (out / "config.yaml").is_file() and (out / "head.safetensors").is_file()
+        assert json.loads((out / "config.json").read_text())["mode"] == mode
     assert (tmp_path / "lora" / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "full" / "model" / "model.safetensors").is_file()
     counts = {m: r["trainable_parameters"] for m, r in results.items()}
@@ -110,7 +112,7 @@ def test_saved_run_loads_for_inference_with_the_same_numbers(small_phantoms, tmp
         head={"findings": FINDINGS, "kind": kind},
     )
     result = finetune(config)
-    loaded = load_finetuned(tmp_path / mode)
+    loaded = load_classifier(tmp_path / mode)
     assert loaded.findings == tuple(FINDINGS) and loaded.kind == "linear"
     metrics = evaluate_classifier(loaded, load_split(config, "train", 64))
     assert metrics["macro"]["auroc"] == pytest.approx(result["macro_auroc"], abs=1e-6)
@@ -136,3 +138,9 @@ def test_cli_rejects_unknown_keys_by_name(tmp_path):
     assert "learning_rate" in done.output
     done = runner.invoke(app, ["finetune", "mode=adapter"])
     assert done.exit_code == 2 and "mode" in done.output
+
+
+def test_the_engine_folder_is_the_jobs_not_the_users():
+    with pytest.raises(ConfigError, match=r"train\.output_dir .*set output_dir instead"):
+        from_dict(FinetuneConfig, {"train": {"output_dir": "runs/elsewhere"}})
+    assert from_dict(FinetuneConfig, {"output_dir": "runs/x"}).train.output_dir is None

@@ -25,10 +25,6 @@ Variant = Literal["tiny", "vit_b", "vit_l", "vit_h"]
 TrainMode = Literal["decoder", "decoder+lora", "full"]
 
 
-class ChecksumError(ValueError):
-    """Saved weights do not match the SHA-256 recorded beside them."""
-
-
 @dataclass
 class SamConfig:
     """Architecture, starting weights and trainable parts of a :class:`SamModel`."""

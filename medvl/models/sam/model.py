@@ -28,7 +28,6 @@ A saved model is a directory (``save_pretrained`` / ``from_pretrained``)::
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -42,12 +41,12 @@ from medvl.models.hub import (
     read_saved_json,
     save_state_atomic,
     sha256_file,
+    verified_weights,
+    write_descriptor,
 )
 from medvl.models.sam.config import (
     FORMAT,
     FORMAT_VERSION,
-    SAM_VARIANTS,
-    ChecksumError,
     SamConfig,
     SamOutput,
     SamProvenance,
@@ -56,18 +55,6 @@ from medvl.models.sam.config import (
     tiny_parts,
 )
 from medvl.models.sam.decoder import decode_masks
-
-__all__ = [
-    "SAM_VARIANTS",
-    "ChecksumError",
-    "SamConfig",
-    "SamModel",
-    "SamOutput",
-    "SamProvenance",
-    "build_sam",
-    "load_sam",
-    "read_saved_config",
-]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -238,10 +225,7 @@ class SamModel(sam_base_class()):  # type: ignore[misc]
             "encoder_identity": self.encoder_identity(),
             "provenance": to_dict(self.provenance),
         }
-        config_path = directory / CONFIG_FILE
-        tmp_config = config_path.with_name(config_path.name + ".tmp")
-        tmp_config.write_text(json.dumps(payload, indent=2, sort_keys=True))
-        tmp_config.replace(config_path)
+        write_descriptor(directory, payload, CONFIG_FILE)
         logger.info("saved SAM to %s (sha256 %s)", directory, self.weights_sha256[:12])
         return directory
 
@@ -280,16 +264,7 @@ def _saved_weights(directory: Path, model: SamModel) -> tuple[dict[str, Tensor],
     from safetensors.torch import load_file
 
     payload = read_saved_config(directory)
-    weights = directory / payload.get("weights_file", WEIGHTS_FILE)
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: weights file missing from the saved SAM")
-    actual = sha256_file(weights)
-    if actual != payload.get("weights_sha256"):
-        raise ChecksumError(
-            f"{weights}: SHA-256 is {actual} but {directory / CONFIG_FILE} records "
-            f"{payload.get('weights_sha256')}; the weights changed after saving, refusing to "
-            "load them"
-        )
+    weights, actual = verified_weights(directory, payload, "SAM", WEIGHTS_FILE)
     if payload.get("lora_applied") and not model.lora_applied:
         model.add_lora()  # LoRA settings of this config must match the saved ones (strict load)
     return load_file(str(weights)), actual
@@ -328,8 +303,16 @@ def build_sam(config: SamConfig | None = None, **overrides: Any) -> SamModel:
     return model
 
 
-def load_sam(source: str | Path | SamConfig, **overrides: Any) -> SamModel:
-    """A saved medvl SAM directory, or a fresh one built from a config."""
+def create_sam(source: str | Path | SamConfig, **overrides: Any) -> SamModel:
+    """Load a saved medvl SAM directory, or build a fresh SAM from a config.
+
+    Parameters
+    ----------
+    source
+        A :class:`SamConfig` (built by :func:`build_sam`, ``overrides`` applied) or a directory
+        written by :meth:`SamModel.save_pretrained` (loaded frozen, in eval mode;
+        ``overrides`` then patch the loaded config).
+    """
     if isinstance(source, SamConfig):
         return build_sam(source, **overrides)
     path = Path(source)

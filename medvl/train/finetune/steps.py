@@ -1,8 +1,11 @@
-"""The working parts of :func:`medvl.train.finetune.job.finetune`: build, train, evaluate, save."""
+"""The working parts of :func:`medvl.train.finetune.job.finetune`: build, train, evaluate.
+
+Saving and loading the result belong to the classifier (``FindingsClassifier.save_pretrained``
+and ``load_classifier`` in :mod:`medvl.models.classifier`).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from medvl.models.classifier import (
     image_tower_blocks,
     masked_bce,
 )
-from medvl.models.lora import apply_lora, count_parameters, save_adapter
+from medvl.models.lora import apply_lora, count_parameters
 from medvl.models.zeroshot import PromptBank, embed_images
 from medvl.train.engine import EngineConfig
 from medvl.train.engine.param_groups import (
@@ -29,9 +32,6 @@ from medvl.train.engine.param_groups import (
 )
 
 logger = logging.getLogger(__name__)
-
-HEAD_WEIGHTS = "head.safetensors"
-HEAD_INFO = "head.json"
 
 
 def build_classifier(aligner: nn.Module, prompts: PromptBank, config: Any) -> FindingsClassifier:
@@ -167,56 +167,3 @@ def train(model: FindingsClassifier, config: Any, engine_cfg: EngineConfig, size
         "best_val_auroc": result.best_value,
         "train_wall_time_s": result.wall_time_s,
     }
-
-
-def save_outputs(model: FindingsClassifier, config: Any, out: Path) -> None:
-    """The head always; the adapter (LoRA) or the whole aligner (partial, full)."""
-    from safetensors.torch import save_model
-
-    save_model(model.head, str(out / HEAD_WEIGHTS))
-    base = Path(config.model)
-    info = {
-        "findings": list(model.findings),
-        "kind": model.kind,
-        "mode": config.mode,
-        "base": str(base.resolve()) if base.is_dir() else config.model,
-        "prompts": model.prompts.to_dict(),
-    }
-    (out / HEAD_INFO).write_text(json.dumps(info, indent=2))
-    if config.mode == "lora":
-        save_adapter(model.aligner, out / "adapter")
-    elif config.mode in ("partial", "full"):
-        model.aligner.save_pretrained(out / "model")
-
-
-def load_finetuned(run_dir: str | Path, base: str | None = None) -> FindingsClassifier:
-    """The classifier a :func:`medvl.train.finetune.job.finetune` run saved, ready for inference.
-
-    The aligner is the run's ``model/`` (partial, full) or its base with ``adapter/`` merged in
-    (LoRA); ``base`` overrides the base recorded in ``head.json`` (e.g. after moving files).
-    """
-    from safetensors.torch import load_model
-
-    from medvl.models.aligner import create_aligner
-    from medvl.models.lora import load_adapter
-
-    run_dir = Path(run_dir)
-    info_file = run_dir / HEAD_INFO
-    if not info_file.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a fine-tuning run ({HEAD_INFO} missing)")
-    info = json.loads(info_file.read_text())
-    if "prompts" not in info:
-        raise ValueError(f"{info_file}: written by an older medvl without prompts; re-run finetune")
-    if info["mode"] in ("partial", "full"):
-        aligner = create_aligner(str(run_dir / "model"))
-    else:
-        aligner = create_aligner(base or info["base"])
-        if info["mode"] == "lora":
-            aligner = load_adapter(aligner, run_dir / "adapter").merge_and_unload()
-    prompts = PromptBank.from_dict(info["prompts"], where=str(info_file))
-    model = FindingsClassifier(aligner, prompts, info["kind"], zero_shot_init=False)
-    load_model(model.head, str(run_dir / HEAD_WEIGHTS))
-    model.eval()
-    if model.kind == "prompt":  # same outputs, without the text tower in every forward
-        model.head, model.kind = model.head.to_linear(aligner), "linear"
-    return model

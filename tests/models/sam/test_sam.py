@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from medvl.models.hub import sha256_file
-from medvl.models.sam.model import ChecksumError, SamConfig, SamModel, build_sam, load_sam
+from medvl.models.hub import ChecksumError, sha256_file
+from medvl.models.sam import SamConfig, SamModel, build_sam, create_sam
 
 
 def _tiny(**kw) -> SamModel:
@@ -126,7 +126,7 @@ def test_save_and_load_roundtrip(tmp_path) -> None:
     with torch.no_grad():
         model.mask_decoder.iou_token.weight += 0.5
     model.save_pretrained(tmp_path / "m")
-    loaded = load_sam(tmp_path / "m")
+    loaded = create_sam(tmp_path / "m")
     assert loaded.lora_applied and loaded.weights_sha256 == model.weights_sha256
     assert not any(p.requires_grad for p in loaded.parameters())
     emb = model.encode(model.normalize(*_gray()))
@@ -159,4 +159,4 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError, match="multiple of 16"):
         SamConfig(variant="tiny", img_size=72)
     with pytest.raises(FileNotFoundError):
-        load_sam("/nonexistent/sam")
+        create_sam("/nonexistent/sam")
