@@ -6,6 +6,19 @@ beside the run so a result can always be traced to the exact settings that produ
 
 Unknown keys are errors naming the key (a typo must never silently fall back to a default), and
 values of the wrong type are errors naming the key and the expected type.
+
+Overrides address nested sections with dots and list items by 0-based index or by name
+(``stages.0.train.lr=5e-5`` or ``stages.mlm.train.lr=5e-5``: the item whose ``name`` is
+``mlm``). A config dataclass may define a classmethod ``prepare_config(data) -> data`` that
+rewrites its raw mapping before validation (e.g. :class:`~medvl.train.pretrain.PretrainConfig`
+spreads its shared ``train`` section into every stage). It runs, for every dataclass of the
+config tree, on the file's mapping and again after each override, so overrides apply left to
+right and the later one wins.
+
+A section given in part keeps the defaults of the config that owns it, not those of its class:
+``data.phantom.seed=3`` in a segmentation job changes the seed of its 40 phantom studies at
+512 px (:class:`~medvl.data.seg_samples.SegDataConfig`), not of the 2,000 at 1,024 px that
+:class:`~medvl.data.phantom.PhantomConfig` alone would make.
 """
 
 from __future__ import annotations
@@ -39,6 +52,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:  # X | None: keep X's own error (an unknown key inside a section)
+            return _coerce(value, options[0], key)
         for arg in args:
             if arg is type(None):
                 continue
@@ -107,7 +123,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 
-def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+def _section_default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of ``cls`` when it is a section (a dataclass), else None."""
+    spec = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if spec.default_factory is not dataclasses.MISSING:
+        value = spec.default_factory()
+    else:
+        value = spec.default
+    return value if dataclasses.is_dataclass(value) and not isinstance(value, type) else None
+
+
+def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "", base: Any = None) -> T:
+    """``cls`` from ``data``; a section given in part keeps its owner's defaults (``base``)."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
@@ -117,9 +144,17 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
             + (f" (and {unknown[1:]})" if len(unknown) > 1 else "")
             + f"; {cls.__name__} accepts: {sorted(names)}"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    kwargs = {}
+    for key, value in data.items():
+        start = None
+        if isinstance(value, Mapping):
+            start = getattr(base, key) if base is not None else _section_default(cls, key)
+        if dataclasses.is_dataclass(start) and not isinstance(start, type):
+            kwargs[key] = _build(type(start), value, f"{prefix}{key}.", start)
+        else:
+            kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from err
 
@@ -134,30 +169,104 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
 
 
+def _list_index(items: list[Any], part: str, where: str, text: str) -> int:
+    """Position in ``items`` of ``part``: a 0-based index or the ``name`` of a mapping item."""
+    if part.isdigit():
+        if int(part) >= len(items):
+            raise ConfigError(
+                f"override {text!r}: index {part} is out of range ({where} has {len(items)} items)"
+            )
+        return int(part)
+    names = [item.get("name") if isinstance(item, Mapping) else None for item in items]
+    if part not in names:
+        known = [n for n in names if n]
+        raise ConfigError(
+            f"override {text!r}: no item of {where} is named {part!r} (names: {known}; "
+            f"or use an index 0..{len(items) - 1})"
+        )
+    return names.index(part)
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each dotted ``key=value`` override applied."""
+    """Return a copy of ``data`` with each dotted ``key=value`` override applied.
+
+    A part of the key that meets a list picks an item by 0-based index or by the item's
+    ``name`` (``stages.1.train.lr=1e-4``, ``stages.contrastive.train.lr=1e-4``).
+    """
     out = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = out
+        for depth, part in enumerate(path):
+            where = ".".join(path[:depth]) or "the config"
+            last = depth == len(path) - 1
+            if isinstance(node, list):
+                index = _list_index(node, part, where, text)
+                if last:
+                    node[index] = value
+                elif not isinstance(node[index], dict):
+                    raise ConfigError(f"override {text!r}: {where}.{part} is not a section")
+                else:
+                    node = node[index]
+            elif last:
+                node[part] = value
+            else:
+                child = node.get(part)
+                if child is None:
+                    child = node[part] = {}
+                elif not isinstance(child, (dict, list)):
+                    raise ConfigError(f"override {text!r}: {part} is not a section")
+                node = child
     return out
 
 
-def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def _nested_dataclass(tp: Any) -> tuple[Any, bool]:
+    """The dataclass inside annotation ``tp`` (``X``, ``X | None``, ``list[X]``) and whether
+    ``tp`` is a list of it; ``(None, False)`` when there is none."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [arg for arg in args if arg is not type(None)]
+        return _nested_dataclass(options[0]) if len(options) == 1 else (None, False)
+    if origin in (list, tuple, Sequence) and args and dataclasses.is_dataclass(args[0]):
+        return args[0], True
+    return (tp, False) if dataclasses.is_dataclass(tp) else (None, False)
+
+
+def _prepare(cls: Any, data: Any) -> Any:
+    """Run ``prepare_config`` of ``cls`` and of every dataclass nested in it, innermost first."""
+    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+        return data
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        inner, is_list = _nested_dataclass(hints.get(key))
+        if inner is None:
+            continue
+        if is_list and isinstance(value, list):
+            data[key] = [_prepare(inner, item) for item in value]
+        elif not is_list:
+            data[key] = _prepare(inner, value)
+    hook = getattr(cls, "prepare_config", None)
+    return hook(data) if hook is not None else data
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], overrides: Sequence[str] = ()) -> T:
-    """Build dataclass ``cls`` from a mapping plus dotted overrides, validating every key."""
-    return _build(cls, apply_overrides(dict(data), overrides))
+    """Build dataclass ``cls`` from a mapping plus dotted overrides, validating every key.
+
+    Overrides apply left to right; the ``prepare_config`` hooks run on the mapping and after
+    each override (see the module docstring).
+    """
+    out = _prepare(cls, _deep_copy(dict(data)))
+    for text in overrides:
+        out = _prepare(cls, apply_overrides(out, [text]))
+    return _build(cls, out)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:

@@ -14,9 +14,11 @@ Steps, each calling the same public function as its CLI command:
 9. ``infer``      PACS-style inference on held-out studies with the LoRA run's classifier and
                   the fine-tuned SAM: JSON + DICOM SEG + DICOM SR
 
-Every step writes into ``<out_dir>/<step>/``; the summary table goes to ``summary.md`` and
-``summary.json``. The demo's data are synthetic images with real report text: numbers show the
-machinery works and domain adaptation helps on this data, not clinical performance.
+Every step writes into ``<output_dir>/<step>/``; the summary table goes to ``summary.md`` and
+``summary.json``. A re-run in the same folder reuses the phantoms while ``phantom`` is unchanged
+(:func:`medvl.data.phantom.ensure_phantoms`). The demo's data are synthetic images with real
+report text: numbers show the machinery works and domain adaptation helps on this data, not
+clinical performance.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from medvl.config import save_config
+from medvl.data.ingest import IngestConfig
+from medvl.data.phantom import PhantomConfig
 from medvl.infer.pipeline import InferConfig
 from medvl.train.finetune import FinetuneConfig
 from medvl.train.pretrain import PretrainConfig
@@ -41,17 +45,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DemoConfig:
-    """The demo: corpus size, the starting model, and each job's own config section.
+    """The demo: the phantoms, the starting model, and each job's own config section.
 
     Paths inside the job sections (models, manifests, output folders) are filled in by the
-    demo so the steps chain; everything else (steps, batch sizes, learning rates) is theirs.
+    demo so the steps chain, and the jobs read the demo's phantoms (their ``data.phantom`` is
+    cleared); everything else (steps, batch sizes, learning rates) is theirs.
     """
 
-    out_dir: Path = Path("runs/demo")
-    seed: int = 0
-    phantom_studies: int = 300
-    phantom_size: int = 256
-    workers: int = 2
+    output_dir: Path = Path("runs/demo")
+    seed: int = 0  # the base model's initialisation
+    phantom: PhantomConfig = field(default_factory=lambda: PhantomConfig(n_studies=300, size=256))
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     base_model: str = "tiny-minilm"
     base_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {text.max_length: 64}
     infer_studies: int = 5
@@ -61,7 +65,7 @@ class DemoConfig:
     infer: InferConfig = field(default_factory=InferConfig)
 
     def __post_init__(self) -> None:
-        self.out_dir = Path(self.out_dir)
+        self.output_dir = Path(self.output_dir)
 
 
 class DemoRun:
@@ -69,7 +73,7 @@ class DemoRun:
 
     def __init__(self, config: DemoConfig) -> None:
         self.config = config
-        self.out = config.out_dir
+        self.out = config.output_dir
         self.times: dict[str, float] = {}
         self.numbers: dict[str, Any] = {}
 
@@ -101,20 +105,17 @@ class DemoRun:
 
     # -- steps ---------------------------------------------------------------------------
     def phantom(self) -> Path:
-        from medvl.data.phantom import generate_phantoms
+        from medvl.data.phantom import ensure_phantoms
 
-        c = self.config
-        return generate_phantoms(
-            c.phantom_studies, self.out / "phantom", seed=c.seed, size=c.phantom_size,
-            workers=c.workers,
-        )  # fmt: skip
+        return ensure_phantoms(self.config.phantom, self.out / "phantom", progress=True)
 
     def ingest(self) -> None:
         from medvl.data.ingest import ingest_directory
 
+        c = self.config.ingest
         result = ingest_directory(
-            self.out / "phantom" / "images", self.out / "ingest", workers=self.config.workers,
-            progress=True,
+            self.out / "phantom" / "images", self.out / "ingest", workers=c.workers,
+            decode_check=c.decode_check, chunk_size=c.chunk_size, progress=True,
         )  # fmt: skip
         self.numbers["ingest"] = result.summary()
 
@@ -134,7 +135,9 @@ class DemoRun:
         from medvl.train.finetune import finetune
 
         c = self.config.finetune
-        data = dataclasses.replace(c.data, manifest=self.out / "phantom" / "studies.jsonl")
+        data = dataclasses.replace(
+            c.data, manifest=self.out / "phantom" / "studies.jsonl", phantom=None
+        )
         job = dataclasses.replace(
             c, model=str(model), output_dir=self.out / out, data=data, **changes
         )
@@ -148,7 +151,9 @@ class DemoRun:
 
         c = self.config.pretrain
         stages = [
-            dataclasses.replace(s, data=dataclasses.replace(s.data, manifest=manifest))
+            dataclasses.replace(
+                s, data=dataclasses.replace(s.data, manifest=manifest, phantom=None)
+            )
             if s.kind == "contrastive"
             else s
             for s in c.stages
@@ -166,9 +171,9 @@ class DemoRun:
         c = self.config.segment
         seg_manifest = self.out / "phantom" / "seg_samples.jsonl"
         data = dataclasses.replace(c.data, source="manifest", path=str(seg_manifest))
-        train = dataclasses.replace(c.train, output_dir=self.out / "sam")
         cache = dataclasses.replace(c.cache, dir=str(self.out / "sam_cache"))
-        result = run_segment_finetune(dataclasses.replace(c, data=data, train=train, cache=cache))
+        job = dataclasses.replace(c, output_dir=self.out / "sam", data=data, cache=cache)
+        result = run_segment_finetune(job)
         self.numbers["sam"] = {
             "dice_before": result.initial_dice,
             "metrics": result.metrics,

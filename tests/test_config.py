@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medvl.config import ConfigError, load_config, save_config, to_dict
+from medvl.config import ConfigError, from_dict, load_config, save_config, to_dict
 
 
 @dataclass
@@ -73,3 +73,68 @@ def test_save_round_trip(tmp_path: Path) -> None:
     again = load_config(JobConfig, path)
     assert again == cfg
     assert to_dict(again)["out"] == "runs/x"
+
+
+@dataclass
+class StepConfig:
+    name: str = ""
+    lr: float = 1e-3
+
+
+@dataclass
+class PipelineJob:
+    steps: list[StepConfig] = field(default_factory=lambda: [StepConfig("a"), StepConfig("b")])
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.5))
+    extra: OptimConfig | None = None
+
+
+def test_list_items_by_index_and_by_name() -> None:
+    data = {"steps": [{"name": "a"}, {"name": "b", "lr": 0.2}]}
+    cfg = from_dict(PipelineJob, data, ["steps.0.lr=0.1", "steps.b.lr=0.3"])
+    assert [s.lr for s in cfg.steps] == [pytest.approx(0.1), pytest.approx(0.3)]
+    assert data["steps"][0] == {"name": "a"}  # the caller's mapping is not touched
+    with pytest.raises(ConfigError, match=r"index 2 is out of range \(steps has 2 items\)"):
+        from_dict(PipelineJob, data, ["steps.2.lr=0.1"])
+    with pytest.raises(ConfigError, match=r"no item of steps is named 'c' \(names: \['a', 'b'\]"):
+        from_dict(PipelineJob, data, ["steps.c.lr=0.1"])
+
+
+def test_a_section_given_in_part_keeps_its_owners_defaults() -> None:
+    cfg = from_dict(PipelineJob, {"optim": {"betas": [0.8, 0.9]}})
+    assert cfg.optim.lr == 0.5 and cfg.optim.betas == (0.8, 0.9)  # not OptimConfig's 1e-3
+    cfg = from_dict(PipelineJob, {}, ["extra.lr=0.2"])  # None default: the class defaults
+    assert cfg.extra == OptimConfig(lr=0.2)
+
+
+def test_an_optional_sections_own_error_is_kept() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key extra\.learning_rate"):
+        from_dict(PipelineJob, {"extra": {"learning_rate": 0.1}})
+
+
+@dataclass
+class SharedJob:
+    """A toy with a ``prepare_config`` hook: ``shared.lr`` is spread into every step."""
+
+    steps: list[StepConfig] = field(default_factory=lambda: [StepConfig("a"), StepConfig("b")])
+
+    @classmethod
+    def prepare_config(cls, data: dict) -> dict:
+        shared = data.pop("shared", None)
+        for step in data.get("steps", []):
+            step.update(shared or {})
+        return data
+
+
+@dataclass
+class Outer:
+    job: SharedJob = field(default_factory=SharedJob)
+
+
+def test_prepare_hook_runs_after_each_override_left_to_right() -> None:
+    data = {"steps": [{"name": "a"}, {"name": "b"}]}
+    cfg = from_dict(SharedJob, data, ["shared.lr=0.1", "steps.a.lr=0.2"])
+    assert [s.lr for s in cfg.steps] == [pytest.approx(0.2), pytest.approx(0.1)]
+    cfg = from_dict(SharedJob, data, ["steps.a.lr=0.2", "shared.lr=0.1"])
+    assert [s.lr for s in cfg.steps] == [pytest.approx(0.1), pytest.approx(0.1)]
+    nested = from_dict(Outer, {"job": {**data, "shared": {"lr": 0.3}}})  # hooks run nested too
+    assert [s.lr for s in nested.job.steps] == [pytest.approx(0.3), pytest.approx(0.3)]

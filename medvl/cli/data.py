@@ -20,6 +20,7 @@ from medvl.cli.common import (
     save_resolved,
     setup_logging,
 )
+from medvl.data.phantom import PhantomConfig
 
 data_app = typer.Typer(
     name="data",
@@ -50,23 +51,12 @@ def iu_command(
     Overrides: label_source=mesh|labeler, view_source=tsne+header|header|tsne, seed=N,
     reports=PATH (Open-i archive), image_root=DIR (Open-i images, to fill image paths).
     """
-    from medvl.data.sources import IUConfig
-    from medvl.data.sources.iu.xray import load_iu
+    from medvl.data.sources import IUConfig, read_iu
 
     setup_logging(verbose)
     cfg = job_config(IUConfig, config, overrides)
     with exit_on_error():
-        result = load_iu(
-            cfg.reports,
-            cfg.metadata,
-            label_source=cfg.label_source,
-            view_source=cfg.view_source,
-            closed_world=cfg.closed_world,
-            tsne_csv=cfg.tsne,
-            image_root=cfg.image_root,
-            fractions=cfg.fractions,
-            seed=cfg.seed,
-        )
+        result = read_iu(cfg)
     written = result.write(out)
     save_resolved(cfg, out)
     typer.echo(
@@ -103,6 +93,24 @@ def adapter_command(
     _report(result.write(out), len(result.failures))
 
 
+def phantom_config(
+    config: Path | None,
+    overrides: list[str] | None,
+    *,
+    n: int | None = None,
+    seed: int | None = None,
+    size: int | None = None,
+    workers: int | None = None,
+) -> PhantomConfig:
+    """The resolved config of ``medvl data phantom``: file, then overrides, then the flags.
+
+    The flags become overrides applied last, so everything is validated once, together.
+    """
+    flags = {"n_studies": n, "seed": seed, "size": size, "workers": workers}
+    last = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    return job_config(PhantomConfig, config, [*(overrides or []), *last])
+
+
 @data_app.command("phantom")
 def phantom_command(
     out: Path = OUT_OPTION,
@@ -117,25 +125,17 @@ def phantom_command(
     """Generate phantom radiographs paired with real IU reports (DICOM + masks + manifests).
 
     The pixels are synthetic; reports, lung shapes, pneumothorax shapes and DICOM header
-    distributions are real (see data_cards/phantom_cxr.md). Options given as flags win over
-    the config file and overrides (n_studies, seed, size, workers, reports, label_source).
+    distributions are real (see data_cards/phantom_cxr.md). Overrides set any PhantomConfig
+    key (n_studies, seed, size, workers, reports, label_source); flags win over both the
+    config file and the overrides. A folder that already holds these phantoms is reused; one
+    generated with other settings is regenerated.
     """
-    from medvl.data.phantom import PhantomConfig, generate_phantoms
+    from medvl.data.phantom import ensure_phantoms
 
     setup_logging(verbose)
-    cfg = job_config(PhantomConfig, config, overrides)
-    for key, value in (("n_studies", n), ("seed", seed), ("size", size), ("workers", workers)):
-        if value is not None:
-            setattr(cfg, key, value)
+    cfg = phantom_config(config, overrides, n=n, seed=seed, size=size, workers=workers)
     with exit_on_error():
-        studies = None
-        if cfg.reports is not None or cfg.label_source != "mesh":
-            from medvl.data.sources.iu.xray import load_iu_studies
-
-            studies = load_iu_studies(cfg.reports, label_source=cfg.label_source)
-        manifest = generate_phantoms(
-            cfg.n_studies, out, seed=cfg.seed, size=cfg.size, workers=cfg.workers, studies=studies
-        )
+        manifest = ensure_phantoms(cfg, out, progress=True)
     save_resolved(cfg, out)
     typer.echo(f"studies: {manifest}")
     typer.echo(f"seg_samples: {manifest.parent / 'seg_samples.jsonl'}")

@@ -16,14 +16,14 @@ def demo_command(
 ) -> None:
     """Phantoms -> ingest -> zero-shot -> DAPT -> zero-shot -> LoRA -> SAM -> PACS inference.
 
-    Example: medvl demo -c configs/demo_small.yaml out_dir=runs/demo_small
+    Example: medvl demo -c configs/demo_small.yaml output_dir=runs/demo_small
     """
     from medvl.demo import DemoConfig, run_demo
 
     setup_logging(verbose)
     cfg = job_config(DemoConfig, config, overrides)
     run_demo(cfg)
-    typer.echo((cfg.out_dir / "summary.md").read_text())
+    typer.echo((cfg.output_dir / "summary.md").read_text())
 
 
 def register(app: typer.Typer) -> None:

@@ -30,7 +30,9 @@ def pretrain_command(
 ) -> None:
     """Domain-adaptive pretraining: chained MLM and contrastive stages (see configs/).
 
-    Example: medvl pretrain -c configs/dapt_phantom.yaml output_dir=runs/dapt
+    Example: medvl pretrain -c configs/dapt_phantom.yaml output_dir=runs/dapt train.lr=1e-4
+    (train.KEY=... sets KEY in every stage; stages.mlm.train.KEY=... or stages.0.train.KEY=...
+    in one stage; later overrides win)
     """
     from medvl.train.pretrain import PretrainConfig, pretrain
 

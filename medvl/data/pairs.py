@@ -4,6 +4,9 @@ Pretraining, fine-tuning and their evaluations all read pairs the same way: a ma
 Study records (what ``medvl ingest`` and the phantom generator write) or of ImageReportPair
 records, filtered to a split and to frontal views, decoded once into the tensor cache (so
 epochs do not re-read DICOM), then served by :class:`~medvl.data.datasets.PairDataset`.
+
+With ``phantom`` set, the manifest is a phantom folder's ``studies.jsonl``, generated (or
+regenerated, when the recorded settings differ) by :func:`medvl.data.phantom.ensure_phantoms`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medvl.data.phantom import PhantomConfig
 from medvl.data.records import ImageReportPair, Study, read_manifest, study_pairs
 from medvl.io.reports import clean_model_text
 
@@ -32,33 +36,8 @@ class PairDataConfig:
     views: tuple[str, ...] = ("PA", "AP")  # empty = every view
     cache_dir: Path | None = None  # tensor cache root; default <manifest folder>/tensor_cache
     augment: bool = False  # random affine + intensity on training images
-    workers: int = 0  # processes decoding images (cache) and rendering phantoms
-    phantom_studies: int = 0  # > 0: generate this many phantom studies if manifest is missing
-    phantom_size: int = 256
-    phantom_seed: int = 0
-
-
-def _generate_phantoms(config: PairDataConfig, path: Path) -> None:
-    """Render the configured phantom studies (main process first; the others then reuse them)."""
-    from accelerate import PartialState
-
-    from medvl.data.phantom import STUDIES_MANIFEST, generate_phantoms
-
-    if path.name != STUDIES_MANIFEST:
-        raise ValueError(f"{path}: generated phantom manifests are named {STUDIES_MANIFEST}")
-    with PartialState().main_process_first():
-        if not path.is_file():
-            logger.info(
-                "generating %d phantom studies into %s", config.phantom_studies, path.parent
-            )
-            generate_phantoms(
-                config.phantom_studies,
-                path.parent,
-                seed=config.phantom_seed,
-                size=config.phantom_size,
-                workers=max(config.workers, 1),
-                progress=False,
-            )
+    workers: int = 0  # processes decoding images into the tensor cache
+    phantom: PhantomConfig | None = None  # phantoms made in the manifest's folder; None: none
 
 
 def load_pairs(config: PairDataConfig, split: str | None) -> list[ImageReportPair]:
@@ -66,8 +45,12 @@ def load_pairs(config: PairDataConfig, split: str | None) -> list[ImageReportPai
     if config.manifest is None:
         raise ValueError("data.manifest is not set: point it at a Study or pair manifest")
     path = Path(config.manifest)
-    if config.phantom_studies > 0:  # every rank enters: the generation is behind a barrier
-        _generate_phantoms(config, path)
+    if config.phantom is not None:  # every rank enters: the generation is behind a barrier
+        from medvl.data.phantom import STUDIES_MANIFEST, ensure_phantoms
+
+        if path.name != STUDIES_MANIFEST:
+            raise ValueError(f"{path}: generated phantom manifests are named {STUDIES_MANIFEST}")
+        ensure_phantoms(config.phantom, path.parent)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
     first = next((line for line in path.read_text().splitlines() if line.strip()), "")

@@ -3,8 +3,9 @@
 ``data.source`` picks one of:
 
 - ``phantom``: the embedded default, phantom chest radiographs with lung, heart and lesion
-  masks (:func:`medvl.data.phantom.generate.generate_phantoms`), generated once under
-  ``data.path`` (default ``OUT/phantoms``) and reused while the generation settings match;
+  masks, as ``data.phantom`` describes them, generated under ``data.path`` (default
+  ``OUT/phantoms``) by :func:`medvl.data.phantom.ensure_phantoms`: reused while the recorded
+  settings match, regenerated when they differ;
 - ``manifest``: a SegSample JSONL/Parquet manifest, or a Study manifest whose images carry
   ``masks`` (one sample per image and structure);
 - ``mask_folder``: a generic image/mask folder (:mod:`medvl.data.sources.mask_folder`);
@@ -16,12 +17,12 @@ split by patient key. ``structures`` keeps only the named structures.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from medvl.data.phantom import PhantomConfig
 from medvl.data.records import Failure, SegSample, Study, read_manifest, split_of
 
 logger = logging.getLogger(__name__)
@@ -35,10 +36,9 @@ class SegDataConfig:
     path: str | None = None  # manifest file, dataset root, or phantom folder
     structures: list[str] = field(default_factory=list)  # empty: every structure
     window: tuple[float, float] | str | None = None  # for NIfTI/CT; DICOM uses its own VOI
-    phantom_studies: int = 40
-    phantom_size: int = 512
-    phantom_seed: int = 0
-    phantom_workers: int = 2
+    phantom: PhantomConfig = field(  # source phantom: what to generate
+        default_factory=lambda: PhantomConfig(n_studies=40, size=512)
+    )
     mask_structure: str = "foreground"  # mask_folder: name of a binary mask's structure
     mask_labels: dict[int, str] = field(default_factory=dict)  # mask_folder: label -> name
     include_empty: bool = False  # mask_folder / siim: keep empty-mask samples (reported apart)
@@ -48,27 +48,11 @@ class SegDataConfig:
 
 
 def _phantom_samples(config: SegDataConfig, out_dir: Path) -> list[SegSample]:
-    from medvl.data.phantom import INFO_FILE, SEG_MANIFEST, generate_phantoms
+    from medvl.data.phantom import SEG_MANIFEST, ensure_phantoms
 
     folder = Path(config.path) if config.path else out_dir / "phantoms"
-    wanted = {
-        "n_studies": config.phantom_studies,
-        "seed": config.phantom_seed,
-        "size": config.phantom_size,
-    }
-    info_path = folder / INFO_FILE
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    if any(info.get(k) != v for k, v in wanted.items()):
-        logger.info("generating %d phantom studies in %s", config.phantom_studies, folder)
-        generate_phantoms(
-            config.phantom_studies,
-            folder,
-            seed=config.phantom_seed,
-            size=config.phantom_size,
-            workers=config.phantom_workers,
-            progress=False,
-        )
-    return read_manifest(folder / SEG_MANIFEST, SegSample)
+    manifest = ensure_phantoms(config.phantom, folder)
+    return read_manifest(manifest.parent / SEG_MANIFEST, SegSample)
 
 
 def samples_from_studies(studies: list[Study]) -> list[SegSample]:

@@ -15,6 +15,11 @@ The job, in order:
 4. **Report**: the best (or last) weights are saved with ``save_pretrained`` to
    ``OUT/model``; the validation and test splits get Dice, HD95 and NSD per structure in
    ``OUT/metrics.json`` (per case in ``OUT/cases_<split>.jsonl``) and overlay PNGs.
+
+``OUT`` is the job's ``output_dir``. It also holds the resolved ``config.yaml``, the generated
+phantoms (``phantoms/``, unless ``data.path`` says otherwise) and the engine run (``train/``:
+checkpoints, ``metrics.jsonl``, TensorBoard), as in fine-tuning; the job sets the engine's
+folder, so ``train.output_dir`` is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from medvl.models.sam.features import FeatureStore, PreparedSet, SamSegDataset, 
 from medvl.models.sam.loss import LossConfig, SamSegLoss, valid_area
 from medvl.models.sam.prompts import PromptConfig, simulate_prompts
 from medvl.train.engine import Engine, EngineConfig, TrainResult
+from medvl.train.engine.config import refuse_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +78,18 @@ class SegEvalConfig:
 class SegmentConfig:
     """The ``segment-finetune`` job."""
 
+    output_dir: Path = Path("runs/segment")
     model: SamConfig = field(default_factory=SamConfig)
     data: SegDataConfig = field(default_factory=SegDataConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     eval: SegEvalConfig = field(default_factory=SegEvalConfig)
-    train: EngineConfig = field(
-        default_factory=lambda: EngineConfig(output_dir=Path("runs/segment"), best_metric="dice")
-    )
+    train: EngineConfig = field(default_factory=lambda: EngineConfig(best_metric="dice"))
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir)
+        refuse_output_dir(self.train, "train", "<output_dir>/train")
 
 
 @dataclass
@@ -112,12 +121,13 @@ def _dice_of(cases: list[Any]) -> dict[str, float]:
 
 def run_segment_finetune(config: SegmentConfig) -> SegmentResult:
     """Run the whole job (see the module docstring) and return its result."""
-    out_dir = Path(config.train.output_dir)
-    engine_config = config.train
-    if config.model.train_mode == "full" and not engine_config.find_unused_parameters:
-        # full training leaves parts unused (mask-input encoder, absent prompt types): DDP
-        # must be told, or its reducer waits forever for their gradients
-        engine_config = dataclasses.replace(engine_config, find_unused_parameters=True)
+    out_dir = config.output_dir
+    # full training leaves parts unused (mask-input encoder, absent prompt types): DDP must be
+    # told, or its reducer waits forever for their gradients
+    unused = config.train.find_unused_parameters or config.model.train_mode == "full"
+    engine_config = dataclasses.replace(
+        config.train, output_dir=out_dir / "train", find_unused_parameters=unused
+    )
     engine = Engine(engine_config)
     main = engine.is_main_process
     if main:

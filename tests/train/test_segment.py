@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from medvl.cli import app
-from medvl.config import from_dict, load_config
+from medvl.config import ConfigError, from_dict, load_config
 from medvl.data.records import SegSample
 from medvl.data.seg_samples import SegDataConfig, split_samples
 from medvl.models.sam import SamConfig, SamModel, build_sam
@@ -23,16 +23,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureW
 
 def _config(tmp: Path, manifest: Path, out: str, **train) -> SegmentConfig:
     base = {
+        "output_dir": str(tmp / out),
         "model": {"variant": "tiny", "img_size": 64},
         "data": {"source": "manifest", "path": str(manifest),
                  "structures": ["lung_left", "lung_right", "lungs"]},
         "prompts": {"jitter": "medsam", "jitter_px": 20},
         "cache": {"dir": str(tmp / "cache")},
         "eval": {"overlays": 2},
-        "train": {"output_dir": str(tmp / out), "max_steps": 90, "batch_size": 8, "lr": 3e-3,
-                  "schedule": "constant", "warmup_steps": 5, "eval_every": 30,
-                  "best_metric": "dice", "cpu": True, "progress": False, "tensorboard": False,
-                  **train},
+        "train": {"max_steps": 90, "batch_size": 8, "lr": 3e-3, "schedule": "constant",
+                  "warmup_steps": 5, "eval_every": 30, "best_metric": "dice", "cpu": True,
+                  "progress": False, "tensorboard": False, **train},
     }  # fmt: skip
     return from_dict(SegmentConfig, base)
 
@@ -90,6 +90,8 @@ def test_run_outputs(trained) -> None:
     assert len(rows) == result.n_val and all(r["units"] == "mm" for r in rows)
     assert len(list((out / "overlays" / "val").glob("*.png"))) == 2
     assert (out / "config.yaml").is_file() and (out / "model" / "config.json").is_file()
+    assert (out / "train" / "metrics.jsonl").is_file()  # the engine run, as in fine-tuning
+    assert (out / "train" / "checkpoints").is_dir() and not (out / "checkpoints").exists()
 
 
 @pytest.mark.slow
@@ -97,7 +99,7 @@ def test_cli_rerun_hits_the_cache_and_segment_writes_a_mask(trained) -> None:
     tmp, manifest, _, result = trained
     runner = CliRunner()
     args = ["segment-finetune", "train.max_steps=2", "train.eval_every=0",
-            f"train.output_dir={tmp / 'rerun'}", "train.cpu=true", "train.progress=false",
+            f"output_dir={tmp / 'rerun'}", "train.cpu=true", "train.progress=false",
             "train.tensorboard=false", "data.source=manifest", f"data.path={manifest}",
             "data.structures=[lung_left,lung_right,lungs]", "model.img_size=64",
             f"cache.dir={tmp / 'cache'}", "eval.overlays=0"]  # fmt: skip
@@ -168,6 +170,16 @@ def test_shipped_configs_load(name: str) -> None:
     config = load_config(SegmentConfig, Path(__file__).parents[2] / "configs" / name)
     assert config.data.source == "phantom" and config.train.best_metric == "dice"
     assert set(config.data.structures) == {"lung_left", "lung_right", "lungs"}
+    assert config.output_dir.parts[0] == "runs" and config.train.output_dir is None
+
+
+def test_output_dir_is_top_level_and_phantom_defaults_survive_a_partial_section() -> None:
+    with pytest.raises(ConfigError, match=r"train\.output_dir .*set output_dir instead"):
+        from_dict(SegmentConfig, {"train": {"output_dir": "runs/elsewhere"}})
+    config = from_dict(SegmentConfig, {}, ["data.phantom.seed=3"])
+    phantom = config.data.phantom
+    assert (phantom.n_studies, phantom.size, phantom.seed) == (40, 512, 3)
+    assert config.train.best_metric == "dice"
 
 
 def test_split_falls_back_to_a_patient_holdout() -> None:

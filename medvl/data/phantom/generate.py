@@ -11,7 +11,7 @@ Output layout under ``out_dir``::
     studies.jsonl           Study records (the report, its labels, images with mask paths)
     seg_samples.jsonl       one SegSample per (image, structure) for SAM decoder training
     phantom_truth.jsonl     per study: what was drawn, where, how visible (see below)
-    phantom_info.json       generation parameters and counts
+    phantom_info.json       generation parameters, their hash (``config_hash``) and counts
     images/<study>/<image>.dcm
     masks/<study>/<image>/<structure>.png
 
@@ -36,6 +36,7 @@ from typing import Literal
 
 import numpy as np
 
+from medvl.data.phantom.config import PhantomConfig, phantom_hash
 from medvl.data.phantom.dicom import (
     HeaderSampler,
     build_dataset,
@@ -60,18 +61,6 @@ SEG_MANIFEST = "seg_samples.jsonl"
 TRUTH_FILE = "phantom_truth.jsonl"
 INFO_FILE = "phantom_info.json"
 FACING_RIGHT_P = 0.73  # share of IU laterals with PatientOrientation A\F (484 of 665)
-
-
-@dataclass
-class PhantomConfig:
-    """Options of ``medvl data phantom`` (see :func:`generate_phantoms`)."""
-
-    n_studies: int = 2000
-    seed: int = 0
-    size: int = 1024
-    workers: int = 2
-    reports: str | None = None  # an Open-i report archive instead of the shipped copy
-    label_source: Literal["mesh", "labeler"] = "mesh"  # IU labels: MeSH terms or text labeler
 
 
 @dataclass
@@ -281,6 +270,8 @@ def generate_phantoms(
     seed: int = 0,
     size: int = 1024,
     workers: int = 2,
+    reports: str | None = None,
+    label_source: Literal["mesh", "labeler"] = "mesh",
     studies: list[Study] | None = None,
     progress: bool = True,
 ) -> Path:
@@ -299,21 +290,24 @@ def generate_phantoms(
         Image side in pixels (square); tests use 128-256, training 512-1024.
     workers
         Processes; 0 or 1 renders in this process.
+    reports, label_source
+        The IU report archive (``None``: the shipped copy) and how its labels are read
+        (MeSH terms or the text labeler).
     studies
-        Reports to pair with; the 3,955 real IU reports by default.
+        Reports to pair with instead of the IU archive; the folder then records no
+        ``config_hash``, so :func:`~medvl.data.phantom.ensure_phantoms` never reuses it.
     progress
         Show a tqdm progress bar.
     """
     from tqdm import tqdm
 
-    if n_studies < 1:
-        raise ValueError(f"n_studies must be >= 1, got {n_studies}")
-    if size < 64:
-        raise ValueError(f"size must be >= 64 pixels, got {size}")
+    wanted = PhantomConfig(n_studies, seed, size, workers, reports, label_source)  # validates
+    key = None
     if studies is None:
         from medvl.data.sources.iu.xray import load_iu_studies
 
-        studies = load_iu_studies()
+        studies = load_iu_studies(reports, label_source=label_source)
+        key = phantom_hash(wanted)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     context = _Context(load_banks(), HeaderSampler(load_header_table()), out_dir, size, seed)
@@ -340,6 +334,9 @@ def generate_phantoms(
         "n_studies": n_studies,
         "seed": seed,
         "size": size,
+        "reports": reports if key else "studies passed by the caller",
+        "label_source": label_source if key else None,
+        "config_hash": key,
         "n_images": sum(len(r[0].images) for r in results),
         "lung_templates": len(context.banks.lungs),
         "pneumothorax_shapes": len(context.banks.pneumothorax),

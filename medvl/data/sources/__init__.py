@@ -1,7 +1,7 @@
 """Dataset sources: one module per public dataset layout, all returning the same records.
 
-* ``iu_xray`` -- :func:`iu_xray.load_iu`: the real IU reports shipped with torchxrayvision;
-  Studies with sections, MeSH terms, CheXpert-14 labels and view positions.
+* ``iu`` -- :func:`read_iu` (over :func:`iu.xray.load_iu`): the real IU reports shipped with
+  torchxrayvision; Studies with sections, MeSH terms, CheXpert-14 labels and view positions.
 * ``mimic_cxr`` -- :func:`mimic_cxr.load_mimic`: Studies with reports and labeler labels.
 * ``chexpert`` -- :func:`chexpert.load_chexpert`: Studies with labels (no report text).
 * ``rsna_pneumonia`` -- :func:`rsna_pneumonia.load_rsna`: Studies + box-mask SegSamples.
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class IUConfig:
-    """Options of the Indiana University reports source (see :func:`iu_xray.load_iu`)."""
+    """Options of the Indiana University reports source (see :func:`iu.xray.load_iu`)."""
 
     reports: str | None = None
     metadata: str | None = None
@@ -148,3 +148,25 @@ def run_adapter(
     function = getattr(importlib.import_module(f"{__name__}.{adapter.module}"), adapter.function)
     kwargs = dataclasses.asdict(config)
     return function(root, out_dir, **kwargs) if adapter.writes_masks else function(root, **kwargs)
+
+
+def read_iu(config: IUConfig | None = None) -> SourceResult:
+    """The IU collection read as ``config`` says (``medvl data iu``): Studies and failures.
+
+    The shipped reports and header table unless ``config`` points at an Open-i archive; see
+    :func:`medvl.data.sources.iu.xray.load_iu` for what each option changes.
+    """
+    from medvl.data.sources.iu.xray import load_iu
+
+    config = config or IUConfig()
+    return load_iu(
+        config.reports,
+        config.metadata,
+        label_source=config.label_source,
+        view_source=config.view_source,
+        closed_world=config.closed_world,
+        tsne_csv=config.tsne,
+        image_root=config.image_root,
+        fractions=config.fractions,
+        seed=config.seed,
+    )

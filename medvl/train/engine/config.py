@@ -24,9 +24,14 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class EngineConfig:
-    """Settings of one training run (a section of every job config)."""
+    """Settings of one training run (a section of every job config).
 
-    output_dir: Path = Path("runs/train")
+    ``output_dir`` is where the run writes (checkpoints, ``metrics.jsonl``, TensorBoard). A job
+    sets it from its own top-level ``output_dir`` (and refuses a user-set one); code that uses
+    the engine alone passes it.
+    """
+
+    output_dir: Path | None = None
     max_steps: int = 0  # optimizer steps; 0 = run `epochs` full epochs
     epochs: int = 1
     batch_size: int = 32  # per process, per micro-batch (used by make_loader)
@@ -56,7 +61,8 @@ class EngineConfig:
     cpu: bool = False  # force CPU even when a GPU is present
 
     def __post_init__(self) -> None:
-        self.output_dir = Path(self.output_dir)
+        if self.output_dir is not None:
+            self.output_dir = Path(self.output_dir)
         positive = {
             "batch_size": self.batch_size,
             "grad_accum": self.grad_accum,
@@ -71,6 +77,16 @@ class EngineConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+
+
+def refuse_output_dir(train: EngineConfig, key: str, folder: str) -> None:
+    """Jobs place their engine's run folder themselves; a user-set one is a config error.
+
+    ``key`` is the section's config key (``train``, ``stages.mlm.train``), ``folder`` where the
+    job puts the run, so the message says what to set instead.
+    """
+    if train.output_dir is not None:
+        raise ValueError(f"{key}.output_dir is set by the job to {folder}; set output_dir instead")
 
 
 @dataclass

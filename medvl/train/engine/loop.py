@@ -9,7 +9,7 @@ the main process, and a hard stop on a non-finite loss.
 
 How a job uses it::
 
-    from medvl.train import Engine, EngineConfig
+    from medvl.train.engine import Engine, EngineConfig
 
     engine = Engine(EngineConfig(output_dir=Path("runs/seg"), max_steps=2000, lr=1e-4,
                                  warmup_steps=100, mixed_precision="bf16",
@@ -99,6 +99,11 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         from accelerate.utils import set_seed
 
+        if config.output_dir is None:
+            raise ValueError(
+                "EngineConfig.output_dir is not set: jobs set it from their output_dir; "
+                "code that runs the engine alone must pass one"
+            )
         self.config = config
         self.accelerator = _make_accelerator(config)
         set_seed(config.seed)

@@ -14,10 +14,12 @@ see :mod:`medvl.models.classifier`):
 Labels are multi-label BCE targets over ``head.findings`` with unmentioned labels masked
 and uncertain ones handled by ``head.uncertain`` (ignore / positive / negative). Few-shot:
 ``few_shot.k > 0`` trains on k positive and k negative studies per finding (deterministic).
-The output folder holds the resolved ``config.yaml``, the engine run (``train/``), what the
-mode produced (``adapter/`` for LoRA, ``model/`` for partial and full, ``head.safetensors``
-always) and ``metrics.json`` (macro and per-finding AUROC on ``eval_split``, trainable
-parameters, wall time).
+``output_dir`` is the job's one output key: it holds the resolved ``config.yaml``, the engine
+run (``train/``; the job sets the engine's folder, so ``train.output_dir`` is refused), the
+saved classifier (``config.json`` + ``head.safetensors``, and ``adapter/`` for LoRA or
+``model/`` for partial and full: :func:`medvl.models.classifier.load_classifier` reads it)
+and ``metrics.json`` (macro and per-finding AUROC on ``eval_split``, trainable parameters,
+wall time).
 """
 
 from __future__ import annotations
@@ -32,13 +34,12 @@ from typing import Any, Literal
 
 from medvl.config import save_config
 from medvl.data.pairs import PairDataConfig
+from medvl.models.classifier import MODES, FinetuneMode
 from medvl.models.lora import LoraConfig
 from medvl.train.engine import EngineConfig, FreezeConfig
+from medvl.train.engine.config import refuse_output_dir
 
 logger = logging.getLogger(__name__)
-
-Mode = Literal["zero_shot", "linear_probe", "lora", "partial", "full"]
-
 
 @dataclass
 class HeadConfig:
@@ -63,7 +64,7 @@ class FinetuneConfig:
     """A fine-tuning job."""
 
     model: str = "runs/dapt/model"  # saved aligner directory (or preset, for experiments)
-    mode: Mode = "lora"
+    mode: FinetuneMode = "lora"
     output_dir: Path = Path("runs/finetune")
     data: PairDataConfig = field(default_factory=PairDataConfig)
     train_split: str = "train"
@@ -80,10 +81,11 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
-        if self.mode not in ("zero_shot", "linear_probe", "lora", "partial", "full"):
+        if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}")
         if self.few_shot.k < 0:
             raise ValueError(f"few_shot.k must be >= 0, got {self.few_shot.k}")
+        refuse_output_dir(self.train, "train", "<output_dir>/train")
 
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
@@ -123,9 +125,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     result["macro_auroc"] = metrics["macro"]["auroc"]
     result["metrics"] = metrics
     result["wall_time_s"] = time.perf_counter() - started
-    from medvl.train.finetune.steps import save_outputs
-
-    save_outputs(model, config, out)
+    model.save_pretrained(out, base=config.model, mode=config.mode)
     (out / "metrics.json").write_text(json.dumps(nan_to_none(result), indent=2))
     logger.info(
         "%s: macro AUROC %.4f on %s (%s trainable parameters)",

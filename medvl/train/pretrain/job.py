@@ -2,7 +2,8 @@
 
 ``medvl pretrain --config configs/dapt_phantom.yaml [key=value ...]`` runs
 :func:`pretrain`. Each stage trains in ``<output_dir>/<NN>-<name>/`` (engine checkpoints,
-metrics, TensorBoard) and saves the aligner it produced to ``<NN>-<name>/model``; the next
+metrics, TensorBoard: the job sets each stage's engine folder, so ``output_dir`` is the one
+output key) and saves the aligner it produced to ``<NN>-<name>/model``; the next
 stage starts from it, and ``<output_dir>/model`` holds the final aligner. A stage whose
 ``model`` folder exists is complete and is skipped on a re-run, while an interrupted stage
 resumes from its newest checkpoint, so re-running the same command after a crash continues
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medvl.config import save_config
+from medvl.config import ConfigError, save_config, to_dict
 from medvl.eval.metrics import nan_to_none
+from medvl.train.engine.config import refuse_output_dir
 from medvl.train.pretrain.stages import StageConfig
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PretrainConfig:
-    """A pretraining job: the starting aligner, where to write, and the stages in order."""
+    """A pretraining job: the starting aligner, where to write, and the stages in order.
+
+    Engine settings live in each stage's ``train`` section; a top-level ``train`` section (in
+    the YAML file or as ``train.lr=1e-4`` on the command line) sets its keys in every stage,
+    over the stages' own values. ``stages.<index>.train.lr=5e-5`` (0-based) or
+    ``stages.<name>.train.lr=5e-5`` (a stage's ``name``, by default its kind:
+    ``stages.mlm.train.lr=5e-5``) sets one stage. Overrides apply left to right, so
+    ``train.max_steps=10 stages.mlm.train.max_steps=5`` gives the MLM stage 5 steps and the
+    others 10. Each stage's engine writes to its stage folder (:func:`stage_dir`): set
+    ``output_dir``, never ``train.output_dir``.
+    """
 
     model: str = "tiny-minilm"  # aligner preset or saved aligner directory
     output_dir: Path = Path("runs/dapt")
@@ -43,6 +55,39 @@ class PretrainConfig:
             raise ValueError("a pretraining job needs at least one stage")
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
+        for index, stage in enumerate(self.stages):
+            refuse_output_dir(
+                stage.train,
+                f"stages.{stage.name}.train",
+                f"<output_dir>/{index + 1:02d}-{stage.name}",
+            )
+
+    @classmethod
+    def prepare_config(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Name every stage (default: its kind) and spread a shared ``train`` into each stage.
+
+        Runs on the raw mapping before validation and after each override
+        (:func:`medvl.config.from_dict`), so ``stages.<name>`` addresses a stage and
+        ``train.<key>=...`` reaches every stage.
+        """
+        stages = data.get("stages")
+        if stages is None:
+            stages = data["stages"] = [to_dict(stage) for stage in cls().stages]
+        if not isinstance(stages, list):
+            return data  # validation names the wrong type
+        for stage in stages:
+            if isinstance(stage, dict) and not stage.get("name"):
+                stage["name"] = stage.get("kind", StageConfig.kind)
+        shared = data.pop("train", None)
+        if shared is None:
+            return data
+        if not isinstance(shared, dict):
+            raise ConfigError(f"train: expected a mapping of engine settings, got {shared!r}")
+        for stage in stages:
+            own = stage.get("train") if isinstance(stage, dict) else None
+            if isinstance(stage, dict) and (own is None or isinstance(own, dict)):
+                stage["train"] = {**(own or {}), **shared}
+        return data
 
 
 def stage_dir(config: PretrainConfig, index: int) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,7 @@ def test_cardiothoracic_ratio_follows_cardiomegaly(studies, corpus):
 
 
 def test_dicom_files_are_valid_and_read_back(studies):
-    photometrics = set()
+    photometrics: Counter[str] = Counter()
     for study in studies:
         for image in study.images:
             ds = pydicom.dcmread(image.path)
@@ -174,8 +175,12 @@ def test_dicom_files_are_valid_and_read_back(studies):
             assert decoded.pixels.shape == (SIZE, SIZE)
             assert decoded.inverted == (image.photometric == "MONOCHROME1")
             assert decoded.pixels.min() >= 0.0 and decoded.pixels.max() <= 1.0
-            photometrics.add(image.photometric)
+            photometrics[image.photometric] += 1
     assert len(studies) == 15
+    # Each image copies its real IU header's interpretation (48% of those are MONOCHROME1):
+    # both must be written, neither as a token few.
+    assert set(photometrics) == {"MONOCHROME1", "MONOCHROME2"}, photometrics
+    assert min(photometrics.values()) >= photometrics.total() / 4, photometrics
 
 
 def test_masks_align_with_pixels(studies):
@@ -253,4 +258,4 @@ def test_cli_writes_manifests_and_config(tmp_path):
     assert len(studies) == 2 and all(s.images for s in studies)
     assert "n_studies: 2" in (out / "config.yaml").read_text()
     bad = CliRunner().invoke(app, ["data", "phantom", "--n", "0", "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "n_studies" in bad.output
+    assert bad.exit_code == 2 and "n_studies" in bad.output  # a config error, before any work

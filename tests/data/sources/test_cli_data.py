@@ -56,3 +56,22 @@ def test_adapter_command_errors(tmp_path, args, code, words) -> None:
     result = runner.invoke(app, [*args, "--out", str(tmp_path)])
     assert result.exit_code == code
     assert words in result.output
+
+
+def test_phantom_flags_win_over_the_file_and_the_overrides(tmp_path) -> None:
+    from medvl.cli.data import phantom_config
+
+    path = tmp_path / "phantom.yaml"
+    path.write_text("n_studies: 10\nseed: 4\nsize: 128\nlabel_source: labeler\n")
+    cfg = phantom_config(path, ["n_studies=20", "workers=3"], n=30, size=96)
+    assert (cfg.n_studies, cfg.seed, cfg.size, cfg.workers) == (30, 4, 96, 3)
+    assert cfg.label_source == "labeler"
+    assert phantom_config(None, ["seed=2"], seed=5).seed == 5
+
+
+def test_phantom_command_rejects_bad_values_before_generating(tmp_path) -> None:
+    result = runner.invoke(app, ["data", "phantom", "--out", str(tmp_path), "--size", "8"])
+    assert result.exit_code == 2 and "size must be >= 64" in result.output
+    result = runner.invoke(app, ["data", "phantom", "--out", str(tmp_path), "label_source=x"])
+    assert result.exit_code == 2 and "label_source" in result.output
+    assert not (tmp_path / "studies.jsonl").exists()

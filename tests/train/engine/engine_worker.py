@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from medvl.train import Engine, EngineConfig
+from medvl.train.engine import Engine, EngineConfig
 
 spec = importlib.util.spec_from_file_location(
     "toy_task", Path(__file__).parents[1] / "train_toys.py"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from train_toys import ToyNet, ToyRegression, toy_eval, toy_loss
 
-from medvl.train import Engine, EngineConfig, NonFiniteLossError
+from medvl.train.engine import Engine, EngineConfig, NonFiniteLossError
 from medvl.train.engine.checkpoint import read_state
 from medvl.train.engine.run_log import read_metrics
 
@@ -178,6 +178,12 @@ def test_config_rejects_bad_values():
         EngineConfig(grad_accum=0)
     with pytest.raises(ValueError, match="max_steps"):
         EngineConfig(max_steps=0, epochs=0)
+
+
+def test_engine_needs_an_output_dir():
+    assert EngineConfig().output_dir is None  # a job sets it from its own output_dir
+    with pytest.raises(ValueError, match="output_dir is not set"):
+        Engine(EngineConfig())
 
 
 def test_saved_state_is_plain_json(tmp_path, toy_data):

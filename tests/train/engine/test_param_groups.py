@@ -8,7 +8,7 @@ import pytest
 import torch
 from train_toys import ToyNet, ToyRegression, toy_loss
 
-from medvl.train import (
+from medvl.train.engine import (
     Engine,
     EngineConfig,
     FreezeConfig,
