@@ -20,7 +20,14 @@ from medvl.models.zeroshot import PromptBank, ZeroShotClassifier, embed_images, 
 
 
 def label_columns(labels: torch.Tensor, findings: Sequence[str]) -> torch.Tensor:
-    """The columns of a CheXpert-14-ordered label matrix for ``findings``, in that order."""
+    """The columns of a CheXpert-14-ordered label matrix for ``findings``, in that order.
+
+    Datasets store labels in CheXpert-14 order; prompt banks and heads may name a subset in
+    their own order. A finding outside CheXpert-14 has no column: a clear error, not a guess.
+    """
+    missing = [f for f in findings if f not in CHEXPERT_14]
+    if missing:
+        raise ValueError(f"findings {missing} are not CheXpert-14 labels of the manifest")
     index = [CHEXPERT_14.index(f) for f in findings]
     return labels[:, index]
 

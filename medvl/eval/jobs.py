@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import torch
 
+from medvl.eval.alignment import label_columns
 from medvl.eval.embed import EmbeddedPairs, Progress, embed_pair_dataset, load_eval_pairs
 from medvl.eval.metrics import classification_metrics, nan_to_none, retrieval_metrics
 from medvl.eval.plots import retrieval_examples_png, roc_curves_png, similarity_heatmap_png
@@ -156,14 +157,14 @@ def run_zeroshot(
         val_config = dataclasses.replace(job.data, split=job.calibrate_on)
         val = _embed(model, manifest, val_config, progress)
         calibration_report = classifier.calibrate(
-            val.image_embeds, _label_columns(val, findings), job.uncertain
+            val.image_embeds, label_columns(val.labels, findings), job.uncertain
         )
         classifier.save_calibration(out / "calibration.json")
     else:
         classifier.thresholds = torch.full((len(bank),), job.threshold)
     embedded = _embed(model, manifest, job.data, progress)
     probs = classifier.predict_proba(embedded.image_embeds)
-    label_columns = _label_columns(embedded, findings)
+    labels = label_columns(embedded.labels, findings)
 
     with (out / "probabilities.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -173,7 +174,7 @@ def run_zeroshot(
                 [embedded.image_ids[i], embedded.study_ids[i], *(f"{p:.6f}" for p in row)]
             )
     metrics = classification_metrics(
-        probs, label_columns, findings, classifier.thresholds.tolist(), job.uncertain
+        probs, labels, findings, classifier.thresholds.tolist(), job.uncertain
     )
     similarity = retrieval_scores(embedded.image_embeds, embedded.text_embeds)
     retrieval = retrieval_metrics(similarity, embedded.study_ids, embedded.text_study_ids)
@@ -193,7 +194,7 @@ def run_zeroshot(
         "retrieval": retrieval,
     }
     _write_json(out / "metrics.json", result)
-    roc_curves_png(probs, label_columns, findings, out / "roc.png", uncertain=job.uncertain)
+    roc_curves_png(probs, labels, findings, out / "roc.png", uncertain=job.uncertain)
     rows = embedded.text_rows()[: job.heatmap_items]
     similarity_heatmap_png(
         similarity[: job.heatmap_items][:, rows],
@@ -203,17 +204,6 @@ def run_zeroshot(
     _write_failures(embedded, out)
     logger.info("zero-shot macro AUROC %s on %d images", metrics["macro"]["auroc"], len(probs))
     return result
-
-
-def _label_columns(embedded: EmbeddedPairs, findings: list[str]) -> torch.Tensor:
-    """Labels in the prompt bank's finding order (the dataset uses CheXpert-14 order)."""
-    from medvl.findings import CHEXPERT_14
-
-    missing = [f for f in findings if f not in CHEXPERT_14]
-    if missing:
-        raise ValueError(f"prompt findings {missing} are not CheXpert-14 labels of the manifest")
-    index = [CHEXPERT_14.index(f) for f in findings]
-    return embedded.labels[:, index]
 
 
 def run_retrieval(

@@ -8,17 +8,11 @@ import pytest
 import torch
 
 from medvl.config import ConfigError, from_dict
-from medvl.data.records import Study, write_manifest
 from medvl.models import MedVLAligner
 from medvl.train.engine import EngineConfig
 from medvl.train.pretrain import PretrainConfig, StageConfig, pretrain
 from medvl.train.pretrain.mlm import (
-    TokenizedReports,
-    build_mlm_model,
-    load_report_corpus,
-    mlm_collator,
     run_mlm_stage,
-    split_corpus,
 )
 
 REPORTS = [
@@ -35,55 +29,6 @@ def quiet(**overrides) -> EngineConfig:
     settings = dict(progress=False, tensorboard=False, log_every=1)
     settings.update(overrides)
     return EngineConfig(**settings)
-
-
-def test_corpus_from_a_folder_and_from_a_manifest(tmp_path):
-    folder = tmp_path / "reports"
-    folder.mkdir()
-    for i, text in enumerate(REPORTS[:6]):
-        (folder / f"r{i}.txt").write_text(text)
-    texts = load_report_corpus(folder)
-    assert len(texts) == 6
-    assert "XXXX" not in " ".join(texts)  # de-identification tokens cleaned as for the aligner
-
-    studies = [
-        Study(
-            study_id=f"s{i}",
-            patient_key=f"p{i}",
-            source="test",
-            report_text=t,
-            split="test" if i == 0 else "train",
-        )
-        for i, t in enumerate(REPORTS[:6])
-    ]
-    manifest = write_manifest(tmp_path / "studies.jsonl", studies)
-    assert len(load_report_corpus(manifest)) == 6
-    assert len(load_report_corpus(manifest, exclude_splits=("test",))) == 5
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        load_report_corpus(tmp_path / "nowhere")
-
-
-def test_iu_corpus_is_the_real_reports_without_test_split():
-    texts = load_report_corpus("iu", exclude_splits=("test",))
-    assert 3000 < len(texts) < 3955
-    train, val = split_corpus(texts, 0.05)
-    assert len(val) == pytest.approx(0.05 * len(texts), rel=0.3)
-    assert split_corpus(texts, 0.05) == (train, val)
-
-
-def test_mlm_head_shares_the_text_tower_and_scores_only_masked_tokens(tiny_aligner):
-    text_model = tiny_aligner.text_tower.model
-    mlm = build_mlm_model(text_model)
-    assert mlm.encoder is text_model
-    out_embed = mlm.mlm.get_output_embeddings().weight
-    assert out_embed is text_model.get_input_embeddings().weight
-    data = TokenizedReports(REPORTS[:8], tiny_aligner.tokenizer, 64)
-    torch.manual_seed(0)
-    batch = mlm_collator(tiny_aligner.tokenizer, 0.3)([data[i] for i in range(8)])
-    mlm.eval()
-    full = mlm.mlm(**batch).loss  # transformers' full-vocabulary forward
-    sparse = mlm(batch["input_ids"], batch["attention_mask"], batch["labels"])
-    torch.testing.assert_close(sparse, full, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -165,3 +110,51 @@ def test_shipped_configs_load(name, kind):
     path = Path(__file__).parents[2] / "configs" / f"{name}.yaml"
     config = load_config(PretrainConfig if kind == "pretrain" else FinetuneConfig, path)
     assert config.output_dir.parts[0] == "runs"
+
+
+TWO_STAGES = {
+    "stages": [
+        {"kind": "mlm", "train": {"lr": 5e-5, "max_steps": 30}},
+        {"kind": "contrastive", "train": {"lr": 3e-4, "max_steps": 60}},
+    ]
+}
+
+
+def test_a_shared_train_section_reaches_every_stage():
+    config = from_dict(PretrainConfig, {**TWO_STAGES, "train": {"lr": 1e-3}})
+    assert [s.train.lr for s in config.stages] == [1e-3, 1e-3]
+    assert [s.train.max_steps for s in config.stages] == [30, 60]  # other keys stay per stage
+    config = from_dict(PretrainConfig, TWO_STAGES, ["train.lr=1e-4", "train.batch_size=4"])
+    assert [(s.train.lr, s.train.batch_size) for s in config.stages] == [(1e-4, 4)] * 2
+    default = from_dict(PretrainConfig, {}, ["train.max_steps=7"])  # the default mlm stage too
+    assert [(s.name, s.train.max_steps) for s in default.stages] == [("mlm", 7)]
+
+
+def test_one_stage_by_name_or_index_and_left_to_right():
+    config = from_dict(
+        PretrainConfig, TWO_STAGES, ["stages.contrastive.train.lr=1e-2", "stages.0.train.lr=2e-5"]
+    )
+    assert [s.train.lr for s in config.stages] == [2e-5, 1e-2]
+    later_wins = from_dict(
+        PretrainConfig, TWO_STAGES, ["train.lr=1e-4", "stages.mlm.train.lr=1e-5"]
+    )
+    assert [s.train.lr for s in later_wins.stages] == [1e-5, 1e-4]
+    named = {"stages": [{"kind": "mlm", "name": "reports"}, {"kind": "contrastive"}]}
+    renamed = from_dict(PretrainConfig, named, ["stages.reports.train.lr=3e-5"])
+    assert renamed.stages[0].train.lr == 3e-5
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("stages.2.train.lr=1e-4", r"index 2 is out of range \(stages has 2 items\)"),
+        ("stages.mae.train.lr=1e-4", r"no item of stages is named 'mae'.*'mlm', 'contrastive'"),
+        ("stages.mlm.train.lrr=1e-4", r"unknown config key stages\[0\]\.train\.lrr"),
+        ("train.output_dir=runs/x", r"train\.output_dir .*set output_dir instead"),
+        ("stages.0.train.output_dir=runs/x", r"train\.output_dir .*set output_dir instead"),
+    ],
+)
+def test_stage_override_errors_name_the_key(override, words):
+    with pytest.raises(ConfigError, match=words) as caught:
+        from_dict(PretrainConfig, TWO_STAGES, [override])
+    assert "\n" not in str(caught.value)
