@@ -58,6 +58,27 @@ def test_first_code_cell_is_the_parameter_block(path: Path) -> None:
     assert "MEDVL_NB_OUT" in first, f"{path.name}: outputs must honour MEDVL_NB_OUT"
 
 
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
+def test_notebook_imports_only_the_public_face(path: Path) -> None:
+    """Notebooks import ``medvl`` itself, never its submodules: the face is the user's API."""
+    import ast
+
+    import medvl
+
+    for index, cell in enumerate(_read(path).cells):
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medvl"):
+                where = f"{path.name} cell {index}"
+                assert node.module == "medvl", f"{where}: imports {node.module}"
+                missing = [a.name for a in node.names if a.name not in medvl.__all__]
+                assert not missing, f"{where}: {missing} are not in medvl.__all__"
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("medvl.")]
+                assert not names, f"{path.name} cell {index}: imports {names}"
+
+
 def _figures(notebook: nbformat.NotebookNode) -> int:
     return sum(
         "image/png" in output.get("data", {})
