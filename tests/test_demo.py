@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 SMALL = Path(__file__).resolve().parents[1] / "configs" / "demo_small.yaml"
 
 
-def test_small_demo_adapts_and_segments(tmp_path: Path) -> None:
+def test_small_demo_adapts_and_segments(tmp_path: Path, readme_code) -> None:
     config = load_config(DemoConfig, SMALL, [f"output_dir={tmp_path / 'demo'}"])
     summary = run_demo(config)
     rows = summary["rows"]
@@ -32,15 +32,12 @@ def test_small_demo_adapts_and_segments(tmp_path: Path) -> None:
     assert all(json.loads(p.read_text())["images"] for p in results)
     assert list((out / "infer" / "output").glob("*/findings_sr.dcm"))
     assert list((out / "infer" / "output").glob("*/seg_*.dcm"))
-    readme_quickstart_runs_on(out)
+    quickstart = readme_code("### Clinical research", "python")
+    readme_quickstart_runs_on(quickstart, out)
 
 
-def readme_quickstart_runs_on(out: Path) -> None:
+def readme_quickstart_runs_on(code: str, out: Path) -> None:
     """The README's notebook quickstart, as written, on this demo's outputs (not runs/demo)."""
-    readme = (SMALL.parents[1] / "README.md").read_text()
-    section = readme[readme.index("### Clinical research") :]
-    start = section.index("```python\n") + len("```python\n")
-    code = section[start : section.index("```", start)]
     assert "runs/demo/" in code
     namespace: dict = {}
     exec(code.replace("runs/demo/", f"{out}/"), namespace)  # the README's own code

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
 import medvl
-
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def docstring_example() -> str:
@@ -37,11 +34,8 @@ def test_unknown_name_is_an_attribute_error() -> None:
         medvl.load_everything  # noqa: B018
 
 
-def test_readme_shows_the_docstring_example() -> None:
-    section = README.read_text(encoding="utf-8").split("## Public API", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert block is not None, "README's Public API section has no python block"
-    assert block.group(1).strip() == docstring_example()
+def test_readme_shows_the_docstring_example(readme_code) -> None:
+    assert readme_code("## Public API", "python").strip() == docstring_example()
 
 
 @pytest.mark.slow

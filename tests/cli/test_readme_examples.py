@@ -8,7 +8,6 @@ here. Shipped configs load too.
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -23,14 +22,10 @@ from medvl.data.phantom import phantom_hash
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def scripted_training_commands() -> list[list[str]]:
+def scripted_training_commands(block: str) -> list[list[str]]:
     """The ``medvl ...`` part of each line of the section's bash block, as argv lists."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("### Scripted training", 1)[1].split("\n#", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert block, "no bash block in the Scripted training section"
     commands = []
-    for line in block.group(1).splitlines():
+    for line in block.splitlines():
         argv = shlex.split(line.split("  #", 1)[0])
         if argv:
             commands.append(argv[argv.index("medvl") + 1 :])
@@ -131,8 +126,9 @@ EXPECTED: dict[str, tuple[Callable[[list[str]], Any] | None, Callable[[Any], Non
 }  # fmt: skip
 
 
-def test_every_readme_command_has_its_expectations() -> None:
-    shown = {" ".join(argv) for argv in scripted_training_commands()}
+def test_every_readme_command_has_its_expectations(readme_code) -> None:
+    block = readme_code("### Scripted training", "bash")
+    shown = {" ".join(argv) for argv in scripted_training_commands(block)}
     assert shown == set(EXPECTED)
 
 
