@@ -301,7 +301,14 @@ def generate_phantoms(
     """
     from tqdm import tqdm
 
-    wanted = PhantomConfig(n_studies, seed, size, workers, reports, label_source)  # validates
+    wanted = PhantomConfig(  # validates
+        n_studies=n_studies,
+        seed=seed,
+        size=size,
+        workers=workers,
+        reports=reports,
+        label_source=label_source,
+    )
     key = None
     if studies is None:
         from medvl.data.sources.iu.xray import load_iu_studies

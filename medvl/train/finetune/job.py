@@ -41,6 +41,7 @@ from medvl.train.engine.config import refuse_output_dir
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class HeadConfig:
     """The findings head and its labels."""
