@@ -1,4 +1,7 @@
-"""Rule-based CheXpert-14 labeler: negation, scope, uncertainty, synonyms, IU phrasing."""
+"""The CheXpert-14 labeler: API, No Finding, aggregation, sections, rules files, IU agreement.
+
+The per-rule sentence set is in ``test_labeler_sentences.py``.
+"""
 
 from __future__ import annotations
 
@@ -16,25 +19,15 @@ from medvl.findings import (
     ATELECTASIS,
     CARDIOMEGALY,
     CHEXPERT_14,
-    CONSOLIDATION,
-    EDEMA,
-    ENLARGED_CARDIOMEDIASTINUM,
-    FRACTURE,
-    LUNG_LESION,
-    LUNG_OPACITY,
     NO_FINDING,
     PLEURAL_EFFUSION,
-    PLEURAL_OTHER,
     PNEUMONIA,
     PNEUMOTHORAX,
-    SUPPORT_DEVICES,
 )
 from medvl.io.labeler import LabelerRules, ReportLabeler, label_report
 from medvl.io.reports import IUReport, parse_iu_report
 
-CM, ECM, EFF, PTX = CARDIOMEGALY, ENLARGED_CARDIOMEDIASTINUM, PLEURAL_EFFUSION, PNEUMOTHORAX
-OPAC, CONS, PNA, ATEL = LUNG_OPACITY, CONSOLIDATION, PNEUMONIA, ATELECTASIS
-CLEAR_LUNGS = {OPAC: 0, EDEMA: 0, CONS: 0, PNA: 0}
+CM, EFF, PTX, PNA, ATEL = CARDIOMEGALY, PLEURAL_EFFUSION, PNEUMOTHORAX, PNEUMONIA, ATELECTASIS
 
 
 @pytest.fixture(scope="module")
@@ -45,130 +38,6 @@ def labeler() -> ReportLabeler:
 def mentioned(labels: dict[str, int | None]) -> dict[str, int]:
     """Every labelled finding except the derived No Finding."""
     return {k: v for k, v in labels.items() if v is not None and k != NO_FINDING}
-
-
-# (sentence, every finding it mentions -> expected value); unmentioned findings must be None.
-CASES: list[tuple[str, dict[str, int]]] = [
-    # negation
-    ("No pneumothorax.", {PTX: 0}),
-    ("There is no pleural effusion.", {EFF: 0}),
-    ("Without focal consolidation.", {CONS: 0}),
-    ("Negative for pneumonia.", {PNA: 0}),
-    ("The hila are free of infiltrates.", {OPAC: 0}),
-    ("No evidence of pulmonary edema.", {EDEMA: 0}),
-    ("The previously seen pneumothorax has resolved.", {PTX: 0}),
-    ("Resolved right pleural effusion.", {EFF: 0}),
-    ("Atelectasis rather than pneumonia.", {ATEL: 1, PNA: 0}),
-    ("The heart is not enlarged.", {CM: 0}),
-    ("Absence of pneumothorax is confirmed.", {PTX: 0}),
-    ("Pneumothorax is not seen.", {PTX: 0}),
-    ("Pleural effusions are absent.", {EFF: 0}),
-    ("Interval removal of the endotracheal tube.", {SUPPORT_DEVICES: 0}),
-    ("Lungs are clear of focal consolidation.", CLEAR_LUNGS),
-    # negation scope
-    ("No pneumothorax or pleural effusion.", {PTX: 0, EFF: 0}),
-    ("No focal consolidation, pleural effusion, or pneumothorax.", {CONS: 0, EFF: 0, PTX: 0}),
-    ("No pneumothorax, but there is a small left pleural effusion.", {PTX: 0, EFF: 1}),
-    ("No pleural effusion, however mild cardiomegaly is present.", {EFF: 0, CM: 1}),
-    ("There is no effusion and the heart is enlarged.", {EFF: 0, CM: 1}),
-    (
-        "No focal consolidation, although atelectasis is present at the left base.",
-        {CONS: 0, ATEL: 1},
-    ),  # fmt: skip
-    ("Without pneumothorax, with small bilateral effusions.", {PTX: 0, EFF: 1}),
-    ("No pneumothorax is seen and there is right lower lobe consolidation.", {PTX: 0, CONS: 1}),
-    ("No pleural effusion is identified, pneumothorax is present.", {EFF: 0, PTX: 1}),
-    # uncertainty
-    ("Possible right lower lobe pneumonia.", {PNA: -1}),
-    ("Pneumonia cannot be excluded.", {PNA: -1}),
-    ("Cannot exclude a small pneumothorax.", {PTX: -1}),
-    ("Findings are suggestive of pulmonary edema.", {EDEMA: -1}),
-    ("Left basilar opacity, likely atelectasis.", {OPAC: 1, ATEL: -1}),
-    ("Atelectasis versus pneumonia in the right base.", {ATEL: -1, PNA: -1}),
-    ("Atelectasis vs. consolidation.", {ATEL: -1, CONS: -1}),
-    ("Questionable small left effusion.", {EFF: -1}),
-    ("This may represent early pneumonia.", {PNA: -1}),
-    ("Small pleural effusion may be present.", {EFF: -1}),
-    ("Probable small right pneumothorax.", {PTX: -1}),
-    ("Opacity concerning for pneumonia.", {OPAC: 1, PNA: -1}),
-    ("Pneumonia?", {PNA: -1}),
-    ("Pneumothorax is not entirely excluded.", {PTX: -1}),
-    ("No pneumothorax, possible small left effusion.", {PTX: 0, EFF: -1}),
-    ("May represent atelectasis, no effusion.", {ATEL: -1, EFF: 0}),
-    ("Malignancy cannot be confidently excluded.", {LUNG_LESION: -1}),
-    # pseudo-negation and pseudo-uncertainty
-    ("No change in the small left pleural effusion.", {EFF: 1}),
-    ("There is no focal air space opacity to suggest pneumonia.", {OPAC: 0, PNA: 0}),
-    ("Right upper lobe nodule, not well seen on the prior study.", {LUNG_LESION: 1}),
-    ("No significant interval change in bibasilar atelectasis.", {ATEL: 1}),
-    # synonyms and exclusions
-    ("Enlarged cardiac silhouette.", {CM: 1}),
-    ("Cardiomegaly.", {CM: 1}),
-    ("The heart size is mildly enlarged.", {CM: 1}),
-    ("Widened mediastinum.", {ECM: 1}),
-    ("Right upper lobe mass.", {LUNG_LESION: 1}),
-    ("Mass effect on the trachea.", {}),
-    ("Patchy airspace disease in the right lower lobe.", {OPAC: 1}),
-    ("Pulmonary vascular congestion.", {EDEMA: 1}),
-    ("Bibasilar subsegmental atelectasis.", {ATEL: 1}),
-    ("Right basilar consolidation.", {CONS: 1}),
-    ("Left hydropneumothorax.", {PTX: 1}),
-    ("Pleural thickening at the right apex.", {PLEURAL_OTHER: 1}),
-    ("Healed left rib fractures.", {FRACTURE: 1}),
-    ("Right internal jugular central venous catheter tip in the SVC.", {SUPPORT_DEVICES: 1}),
-    ("Left-sided pacemaker with leads in the right ventricle.", {SUPPORT_DEVICES: 1}),
-    ("Soft tissue edema of the chest wall.", {}),
-    ("Small pericardial effusion.", {}),
-    ("Nodular densities consistent with chronic granulomatous disease.", {}),
-    # several findings in one sentence
-    (
-        "Cardiomegaly with small bilateral pleural effusions and bibasilar atelectasis.",
-        {CM: 1, EFF: 1, ATEL: 1},
-    ),  # fmt: skip
-    (
-        "Mild pulmonary edema and bilateral effusions, no pneumothorax.",
-        {EDEMA: 1, EFF: 1, PTX: 0},
-    ),  # fmt: skip
-    (
-        "Stable cardiomegaly, pulmonary vascular congestion, and small right effusion.",
-        {CM: 1, EDEMA: 1, EFF: 1},
-    ),  # fmt: skip
-    # Indiana University phrasing
-    ("The heart is normal in size.", {CM: 0}),
-    ("Heart size is upper limits of normal.", {CM: -1}),
-    ("The heart is top normal in size.", {CM: -1}),
-    ("Borderline cardiomegaly.", {CM: -1}),
-    ("The lungs are clear.", CLEAR_LUNGS),
-    ("Clear lung XXXX bilaterally.", CLEAR_LUNGS),
-    ("The cardiomediastinal silhouette is within normal limits.", {ECM: 0, CM: 0}),
-    ("Normal heart size and mediastinal contours.", {CM: 0, ECM: 0}),
-    ("The heart, pulmonary XXXX and mediastinum are within normal limits.", {CM: 0, ECM: 0}),
-    ("Heart size and pulmonary vascularity appear within normal limits.", {CM: 0, EDEMA: 0}),
-    ("No acute bony abnormality.", {FRACTURE: 0}),
-    (
-        "Visualized osseous structures of the thorax are without acute abnormality.",
-        {FRACTURE: 0},
-    ),  # fmt: skip
-    ("Costophrenic angles are sharp.", {EFF: 0}),
-    ("Blunting of the left costophrenic angle.", {EFF: -1}),
-    ("No blunting of the costophrenic angles.", {EFF: 0}),
-    ("No acute cardiopulmonary abnormality.", {}),
-    ("Calcified granuloma in the right upper lobe.", {}),
-    ("Heart size is normal, the lungs are clear.", {CM: 0, **CLEAR_LUNGS}),
-    # decimals do not split sentences
-    ("A 2.5 cm nodule in the left upper lobe. No pneumothorax.", {LUNG_LESION: 1, PTX: 0}),
-    ("Measuring 1.2 x 3.4 cm, there is a right hilar mass.", {LUNG_LESION: 1}),
-    ("The 0.5 cm nodule is unchanged. No effusion.", {LUNG_LESION: 1, EFF: 0}),
-]
-
-
-def test_case_count() -> None:
-    assert len(CASES) >= 60
-
-
-@pytest.mark.parametrize(("sentence", "expected"), CASES, ids=[c[0][:60] for c in CASES])
-def test_sentence_labels(labeler: ReportLabeler, sentence: str, expected: dict[str, int]) -> None:
-    assert mentioned(labeler.label(sentence)) == expected
 
 
 def test_every_chexpert_name_is_returned(labeler: ReportLabeler) -> None:
@@ -375,3 +244,29 @@ def test_any_text_gets_a_complete_label_set(text: str) -> None:
     assert list(labels) == list(CHEXPERT_14)
     assert all(v in (None, 1, 0, -1) for v in labels.values())
     assert labels[NO_FINDING] in (0, 1)
+
+
+@pytest.mark.slow
+def test_f1_against_iu_mesh_labels(labeler: ReportLabeler) -> None:
+    """Issue 17's bar, as ``bench/labeler.py`` measures it: macro F1 >= 0.90, every finding >= 0.85.
+
+    Findings + impression of the MeSH-indexed IU reports; truth through the packaged MeSH table,
+    No Finding by CheXpert's definition; present means 1 on both sides.
+    """
+    from sklearn.metrics import f1_score
+
+    from medvl.data.sources.iu.mesh import default_mapping
+
+    iu_reports_archive()
+    mapping = default_mapping()
+    pairs = []
+    for report in read_iu_reports():
+        text = "\n".join(report.sections.get(s, "") for s in ("findings", "impression")).strip()
+        truth = mapping.labels(report.mesh_major, no_finding="chexpert")
+        if text and truth:
+            pairs.append((truth, labeler.label(text, sections=None)))
+    assert len(pairs) == 3832
+    scored = [f for f in CHEXPERT_14 if f not in ("Enlarged Cardiomediastinum", "Pleural Other")]
+    f1 = {f: f1_score([t[f] == 1 for t, _ in pairs], [p[f] == 1 for _, p in pairs]) for f in scored}
+    assert sum(f1.values()) / len(f1) >= 0.90, f1
+    assert min(f1.values()) >= 0.85, f1

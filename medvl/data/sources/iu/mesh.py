@@ -13,14 +13,23 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from medvl.data.records import Label
-from medvl.findings import CHEXPERT_14, NEGATIVE, NO_FINDING, POSITIVE, UNCERTAIN
+from medvl.findings import (
+    CHEXPERT_14,
+    NEGATIVE,
+    NO_FINDING,
+    POSITIVE,
+    SUPPORT_DEVICES,
+    UNCERTAIN,
+)
 
 MAPPING_RESOURCE = "mesh_to_chexpert.yaml"
 PATHOLOGIES: tuple[str, ...] = tuple(f for f in CHEXPERT_14 if f != NO_FINDING)
+NoFindingRule = Literal["normal", "chexpert"]
 RULE_KEYS = frozenset({"term", "findings", "qualifiers", "exclude", "value"})
 
 
@@ -137,12 +146,20 @@ class MeshMapping:
         """Whether any rule matches the term."""
         return bool(self.findings_of(term))
 
-    def labels(self, terms: Iterable[str], closed_world: bool = True) -> dict[str, Label]:
+    def labels(
+        self,
+        terms: Iterable[str],
+        closed_world: bool = True,
+        no_finding: NoFindingRule = "normal",
+    ) -> dict[str, Label]:
         """CheXpert-14 labels of one report from its MeSH major terms.
 
         ``closed_world=True`` labels unmapped pathologies 0 (IU indexers coded every abnormality
         they saw); ``False`` leaves them None. A report indexed "No Indexing" (or with no terms)
-        gets no labels at all. No Finding is 1 only for reports whose sole term is "normal".
+        gets no labels at all. No Finding is 1 only for reports whose sole term is "normal"
+        (``no_finding="normal"``), or, by CheXpert's definition (``"chexpert"``), when no
+        pathology other than Support Devices is positive or uncertain: what a text labeler
+        derives, so the two can be compared.
         """
         terms = [t for t in terms if t.strip()]
         descriptors = {split_term(t)[0] for t in terms}
@@ -154,7 +171,12 @@ class MeshMapping:
                 found[finding] = max(found.get(finding, UNCERTAIN), value)
         absent: Label = NEGATIVE if closed_world else None
         labels: dict[str, Label] = {f: found.get(f, absent) for f in PATHOLOGIES}
-        labels[NO_FINDING] = POSITIVE if descriptors <= self.normal_terms else NEGATIVE
+        if no_finding == "chexpert":
+            pathology = (f for f in PATHOLOGIES if f != SUPPORT_DEVICES)
+            found_any = any(labels[f] in (POSITIVE, UNCERTAIN) for f in pathology)
+            labels[NO_FINDING] = NEGATIVE if found_any else POSITIVE
+        else:
+            labels[NO_FINDING] = POSITIVE if descriptors <= self.normal_terms else NEGATIVE
         return {f: labels[f] for f in CHEXPERT_14}
 
 

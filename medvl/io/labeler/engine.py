@@ -8,7 +8,8 @@ what governs each mention:
   until a scope breaker ("but", "however", "which", "with", ...) or a clause word ("is", "are",
   "seen", ...) ends its scope, so "No pneumothorax or pleural effusion" negates both findings and
   "No pneumothorax, but small effusion" negates only the first.
-* A **post-cue** ("is not seen", "has resolved", "cannot be excluded", "?") governs a mention that
+* A **post-cue** ("is not seen", "has resolved", "appear within normal limits", "cannot be
+  excluded", "?") governs a mention that
   precedes it by at most ``post_window`` words with no breaker or clause word in between.
 * When several cues reach a mention, the nearest pre-cue and the nearest post-cue decide; if either
   is an uncertainty cue the mention is uncertain, else if either is a negation it is negated.
@@ -41,20 +42,11 @@ from medvl.findings import (
     SUPPORT_DEVICES,
     UNCERTAIN,
 )
-from medvl.io.labeler_rules import (
-    CueRules,
-    FindingRule,
-    LabelerRules,
-    compile_patterns,
-    find_spans,
-)
+from medvl.io.labeler.rules import LabelerRules, compile_patterns, find_spans
 from medvl.io.reports import SECTION_NAMES, split_sections, split_sentences
 
 __all__ = [
     "LABELLED_SECTIONS",
-    "CueRules",
-    "FindingRule",
-    "LabelerRules",
     "ReportLabeler",
     "SentenceLabel",
     "default_labeler",
