@@ -1,20 +1,26 @@
 """Benchmark the radiograph pixel path: medvl ``read_dicom`` versus MONAI, and the tensor cache.
 
 On the same ``--n`` generated 2,500 x 2,000 16-bit radiographs (BitsStored 12, a window in the
-header, a smooth anatomy-like field plus noise so compression is realistic), stored both
-uncompressed and as JPEG 2000 lossless, one process and one torch thread (what each DataLoader
-worker sees), files warm in the page cache, the pipelines interleaved file by file:
+header, a smooth anatomy-like field plus noise so compression is realistic), stored uncompressed,
+as JPEG 2000 lossless and as HTJ2K lossless (``--n-j2k`` of each), one process and one torch
+thread (what each DataLoader worker sees), files warm in the page cache, the pipelines
+interleaved file by file:
 
 * ``medvl read_dicom + resize``: ``read_dicom(path)`` (decode, modality LUT, window, [0, 1]) and
   MONAI ``Resize((512, 512), mode="area")``;
+* ``medvl reduced + resize``: the same with ``read_dicom(path, target_size=(512, 512))``, so JPEG
+  2000 / HTJ2K decode only resolution level 1 (1,250 x 1,000; both sides must stay >= 512);
 * ``MONAI PydicomReader``: ``LoadImage(reader="PydicomReader") + ScaleIntensity + Resize`` with
   the same ``Resize`` (MONAI applies the rescale only: no window, no MONOCHROME1 handling);
-* ``medvl eval chain``: the full ``eval_transforms(512)`` (aspect-preserving resize + pad);
+* ``medvl eval chain``: the full ``eval_transforms(512)`` (aspect-preserving resize + pad; its
+  target is the longest side, so JPEG 2000 / HTJ2K decode level 2, 625 x 500);
 * header-only ``ingest_directory`` throughput (2 worker processes, both syntaxes);
 * epoch time over the uncompressed set: ``PairDataset`` decoding every image versus reading the
   ``TensorCache`` (memory-mapped shards) built once by ``build_cache``.
 
-Goals (issue 2): medvl >= 1.5x MONAI on uncompressed files; cached epoch >= 20x faster.
+Goals: medvl >= 1.5x MONAI on uncompressed files (issue 2) and on JPEG 2000 lossless, >= 3x
+with reduced decoding (issue 20); cached epoch >= 20x faster. MONAI reads through pydicom's
+default plugin order (gdcm first for JPEG 2000, pylibjpeg first for HTJ2K).
 
 Usage::
 
@@ -29,6 +35,7 @@ Prints a table and writes ``runs/bench/ingest-n<N>.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import cProfile
 import io
 import json
@@ -51,7 +58,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 ROWS, COLS, BITS_STORED, SIZE = 2500, 2000, 12, 512
-SYNTAXES = ("uncompressed", "jpeg2000")
+SYNTAXES = ("uncompressed", "jpeg2000", "htj2k")
 
 
 def synthetic_radiograph(seed: int) -> np.ndarray:
@@ -67,14 +74,17 @@ def synthetic_radiograph(seed: int) -> np.ndarray:
 
 
 def write_pair(args: tuple[int, str, bool]) -> None:
-    """Write radiograph ``seed`` uncompressed (and as JPEG 2000 lossless) under ``folder``."""
+    """Write radiograph ``seed`` uncompressed (and as JPEG 2000 and HTJ2K lossless)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import (
         DigitalXRayImageStorageForPresentation,
         ExplicitVRLittleEndian,
+        HTJ2KLossless,
         JPEG2000Lossless,
         generate_uid,
     )
+
+    from medvl.io.codecs.encode import compress
 
     seed, folder, j2k = args
     ds = Dataset()
@@ -92,15 +102,18 @@ def write_pair(args: tuple[int, str, bool]) -> None:
     ds.save_as(Path(folder, "uncompressed", f"{seed:05d}.dcm"), enforce_file_format=True)
     if not j2k:
         return
+    native = copy.deepcopy(ds)
     ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
     ds.save_as(Path(folder, "jpeg2000", f"{seed:05d}.dcm"), enforce_file_format=True)
+    compress(native, HTJ2KLossless)
+    native.save_as(Path(folder, "htj2k", f"{seed:05d}.dcm"), enforce_file_format=True)
 
 
 def generate(folder: Path, n: int, n_j2k: int, workers: int) -> dict[str, list[str]]:
     """Create (or reuse) the corpus; returns the file lists per syntax."""
     for syntax in SYNTAXES:
         (folder / syntax).mkdir(parents=True, exist_ok=True)
-    counts = {"uncompressed": n, "jpeg2000": n_j2k}
+    counts = {"uncompressed": n, "jpeg2000": n_j2k, "htj2k": n_j2k}
     todo = [
         (i, str(folder), i < n_j2k)
         for i in range(max(n, n_j2k))
@@ -122,6 +135,19 @@ def medvl_reader() -> Callable[[str], Any]:
 
     def run(path: str) -> Any:
         return resize(read_dicom(path).pixels[None])
+
+    return run
+
+
+def medvl_reduced_reader() -> Callable[[str], Any]:
+    from monai.transforms import Resize
+
+    from medvl.io.dicom import read_dicom
+
+    resize = Resize((SIZE, SIZE), mode="area")
+
+    def run(path: str) -> Any:
+        return resize(read_dicom(path, target_size=(SIZE, SIZE)).pixels[None])
 
     return run
 
@@ -265,6 +291,7 @@ def main() -> None:
     results: dict[str, Any] = {"reading": {}}
     methods = {
         "medvl read_dicom + resize": medvl_reader(),
+        "medvl reduced + resize": medvl_reduced_reader(),
         "MONAI PydicomReader": monai_reader(),
         "medvl eval chain": medvl_chain(),
     }
@@ -278,18 +305,23 @@ def main() -> None:
         results["cache"] = bench_cache(files["uncompressed"], Path(tmp) / "cache")
     reading = results["reading"]
     ratios = {
-        syntax: reading[f"{syntax} | medvl read_dicom + resize"]["images_per_s"]
+        f"{syntax}, {name}": reading[f"{syntax} | {name}"]["images_per_s"]
         / reading[f"{syntax} | MONAI PydicomReader"]["images_per_s"]
         for syntax in SYNTAXES
+        for name in methods
+        if name != "MONAI PydicomReader"
     }
     results["speedup_vs_monai"] = ratios
     results["goals"] = {
-        "uncompressed >= 1.5x MONAI": ratios["uncompressed"] >= 1.5,
+        "uncompressed >= 1.5x MONAI": ratios["uncompressed, medvl read_dicom + resize"] >= 1.5,
+        "jpeg2000 >= 1.5x MONAI": ratios["jpeg2000, medvl read_dicom + resize"] >= 1.5,
+        "jpeg2000 reduced >= 3x MONAI": ratios["jpeg2000, medvl reduced + resize"] >= 3,
         "cache >= 20x decode": results["cache"]["speedup"] >= 20,
     }
     results["setup"] = {
         "n": args.n,
         "n_jpeg2000": n_j2k,
+        "n_htj2k": n_j2k,
         "image": f"{ROWS}x{COLS} uint16, BitsStored {BITS_STORED}",
         "resize": SIZE,
         "repeats": args.repeats,
@@ -315,8 +347,8 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"{name:<50} {row['images_per_s']:>8.1f} {row['seconds']:>8.2f}")
     ing = results["ingest_headers"]
     print(f"{'ingest headers (2 workers)':<50} {ing['files_per_s']:>8.1f} {ing['seconds']:>8.2f}")
-    for syntax, ratio in results["speedup_vs_monai"].items():
-        print(f"medvl / MONAI, {syntax}: {ratio:.2f}x")
+    for label, ratio in results["speedup_vs_monai"].items():
+        print(f"vs MONAI, {label}: {ratio:.2f}x")
     c = results["cache"]
     print(
         f"epoch: decode {c['uncached_epoch_s']:.2f} s, cache {c['cached_epoch_s']:.4f} s "

@@ -2,8 +2,10 @@
 
 The pipeline, in the order PS3.3 C.11 defines it:
 
-1. decode with pydicom 3 and a pinned plugin order (pylibjpeg, then gdcm, then the rest); the
-   plugin that decoded is recorded in ``DicomImage.decoder``;
+1. decode with pydicom 3, plugins tried in the measured order per transfer syntax
+   (:mod:`medvl.io.codecs.plugins`); the plugin that decoded is recorded in
+   ``DicomImage.decoder``. With a ``target_size`` far below the stored size, JPEG 2000 / HTJ2K
+   decode at a reduced resolution level (:mod:`medvl.io.codecs.reduced`);
 2. modality LUT: RescaleSlope/Intercept per frame (per-frame, then shared functional groups, then
    the root dataset) or the Modality LUT Sequence;
 3. VOI: a configured window (or CT preset) overrides; else the VOI LUT Sequence; else
@@ -18,6 +20,7 @@ message never carries patient name, ID, birth date or accession number.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -29,6 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_color_lut, convert_color_space
 
 from medvl.io import windows
+from medvl.io.codecs.reduced import TargetSize, decode_reduced
 from medvl.io.dicom_header import (
     DicomReadError,
     PixelHeader,
@@ -57,7 +61,9 @@ class DicomImage:
     applied in modality units (for ``voi="minmax"`` the equivalent window of the data range).
     Beyond the shared contract: ``rescale`` (slope, intercept of frame 0), patient-space geometry
     for :mod:`medvl.io.series` (``image_position``, ``image_orientation``, ``frame_positions``
-    of enhanced multi-frame files, ``slice_thickness``) and ``inverted`` (MONOCHROME1/INVERSE).
+    of enhanced multi-frame files, ``slice_thickness``), ``inverted`` (MONOCHROME1/INVERSE) and
+    ``reduction``: the pixels are the stored image at 1 / 2**reduction (ceil) per side, a JPEG
+    2000 resolution level; ``rows``, ``columns`` and ``pixel_spacing`` stay the file's.
     """
 
     pixels: np.ndarray | None
@@ -85,6 +91,7 @@ class DicomImage:
     instance_number: int | None = None
     frame_positions: tuple[tuple[float, float, float] | None, ...] | None = None
     inverted: bool = False
+    reduction: int = 0
 
 
 def hash_uid(uid: str, salt: str = "") -> str:
@@ -107,6 +114,7 @@ def read_dicom(
     color: Literal["gray", "rgb"] = "gray",
     decode: bool = True,
     output: Literal["display", "modality"] = "display",
+    target_size: TargetSize | None = None,
 ) -> DicomImage:
     """Read a DICOM file and return display-ready pixels with safe metadata.
 
@@ -128,6 +136,12 @@ def read_dicom(
         ``"display"`` gives [0, 1] display values; ``"modality"`` stops after the modality LUT
         and returns float32 modality units (HU for CT), no VOI and no inversion (colour images:
         the stored sample values).
+    target_size
+        The size the caller will resize to: an int is the longest side, a pair (rows, columns).
+        JPEG 2000 / HTJ2K grayscale images at least twice as large decode at the smallest
+        resolution level still covering it (``DicomImage.reduction``); the display pipeline is
+        the same. Files whose VOI would be the min-max of the pixels decode in full (a reduced
+        image lacks the noise extremes). ``None`` always decodes the full image.
 
     Raises
     ------
@@ -142,8 +156,10 @@ def read_dicom(
         raise ValueError(f"color must be 'gray' or 'rgb', got {color!r}")
     if output not in ("display", "modality"):
         raise ValueError(f"output must be 'display' or 'modality', got {output!r}")
+    if target_size is not None and min(np.atleast_1d(target_size)) < 1:
+        raise ValueError(f"target_size must be positive, got {target_size!r}")
     try:
-        return _read(os.fspath(path), window, window_index, color, decode, output)
+        return _read(os.fspath(path), window, window_index, color, decode, output, target_size)
     except DicomReadError:
         raise
     except Exception as exc:  # the contract: nothing but DicomReadError escapes
@@ -165,18 +181,32 @@ def _read(
     color: str,
     decode: bool,
     output: str,
+    target_size: TargetSize | None,
 ) -> DicomImage:
     ds = load_dataset(path, defer_pixels=not decode)
     header = validate_pixel_header(ds, path)
     image = _metadata(ds, path, header)
     if not decode:
         return image
-    arr, props, image.decoder = decode_pixels(ds, path, header)
+    reducible = target_size and (output == "modality" or window is not None or _has_voi(ds))
+    reduced = decode_reduced(ds, header.rows, header.columns, target_size) if reducible else None
+    if reduced is None:
+        arr, props, image.decoder = decode_pixels(ds, path, header)
+    else:
+        arr, props = reduced.pixels, {}
+        image.decoder, image.reduction = reduced.plugin, reduced.level
+        header = dataclasses.replace(header, rows=arr.shape[1], columns=arr.shape[2])
     if header.samples == 1 and header.photometric != "PALETTE COLOR":
         _gray(image, ds, arr, header, window, window_index, color, output)
     else:
         _color(image, ds, arr, props, header, color, output)
     return image
+
+
+def _has_voi(ds: Dataset) -> bool:
+    """The file states its VOI; else the min-max window needs the full image's extremes."""
+    frame = _group_item(ds, 0, "FrameVOILUTSequence")
+    return bool(ds.get("VOILUTSequence") or ds.get("WindowWidth") or frame is not None)
 
 
 def _metadata(ds: Dataset, path: str, header: PixelHeader) -> DicomImage:

@@ -26,15 +26,15 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-logger = logging.getLogger(__name__)
+from medvl.io.codecs.plugins import plugin_order
 
-PLUGIN_PREFERENCE = ("pylibjpeg", "gdcm", "pydicom", "pyjpegls", "pillow")
-"""Decoding plugins in the order tried: lossy decodes differ slightly between plugins, so the
-order is fixed and the one that decoded is recorded."""
+logger = logging.getLogger(__name__)
 
 MAX_DIMENSION = 65535
 MAX_FRAMES = 100_000
 MAX_VALUES = 2**30  # rows x columns x frames x samples: 4 GiB as float32
+MAX_FRAME_PIXELS = 10_000 * 10_000  # Rows x Columns; radiographs are at most ~5,000 px a side
+MAX_DECODED_BYTES = 2 * 1024**3  # what decoding would allocate, checked before it does
 DEFER_BYTES = 64 * 1024
 UNDEFINED_LENGTH = 0xFFFFFFFF
 PHOTOMETRIC_SAMPLES = {
@@ -93,6 +93,8 @@ def load_dataset(path: str, defer_pixels: bool) -> Dataset:
         raise DicomReadError(path, "file does not exist")
     if os.path.isdir(path):
         raise DicomReadError(path, "is a directory, not a file")
+    if not os.path.isfile(path):  # opening a FIFO for reading blocks until a writer comes
+        raise DicomReadError(path, "not a regular file (a pipe, device or socket); not opened")
     if os.path.getsize(path) == 0:
         raise DicomReadError(path, "file is empty (0 bytes)")
     defer = DEFER_BYTES if defer_pixels else None
@@ -174,6 +176,14 @@ def validate_pixel_header(ds: Dataset, path: str) -> PixelHeader:
                 raise DicomReadError(path, f"holds {keyword}, which medvl does not read")
         sop_class = UID(str(ds.get("SOPClassUID", "") or ""))
         kind = f" (SOP class: {sop_class.name})" if sop_class else ""
+        if _ends_inside_an_element(ds, path):
+            raise DicomReadError(path, "file is truncated: it ends inside the header")
+        if "Rows" in ds or str(sop_class.name).endswith("Image Storage"):
+            raise DicomReadError(
+                path,
+                f"has no PixelData element although its header describes an image{kind}: "
+                "the file is truncated before the pixel data, or the pixels were removed",
+            )
         raise DicomReadError(path, f"has no PixelData element; it is not an image{kind}")
     syntax = UID(str(ds.file_meta.TransferSyntaxUID))
     try:
@@ -223,13 +233,43 @@ def _check_consistency(ds: Dataset, path: str, h: PixelHeader) -> None:
         )
     if h.samples == 3:
         ds.PlanarConfiguration = _int_attr(ds, "PlanarConfiguration", path, 0, 1, default=0)
+    frame_pixels = h.rows * h.columns
+    if frame_pixels > MAX_FRAME_PIXELS:
+        raise DicomReadError(
+            path,
+            f"Rows x Columns = {h.rows} x {h.columns} = {frame_pixels:,} pixels, more than the "
+            f"{MAX_FRAME_PIXELS:,} limit (absurd dimensions); refused before decoding",
+        )
     values = h.rows * h.columns * h.frames * h.samples
+    decoded = values * max(1, h.bits_allocated // 8)
+    if decoded > MAX_DECODED_BYTES:
+        raise DicomReadError(
+            path,
+            f"decoding would need {decoded:,} bytes (Rows x Columns x NumberOfFrames x "
+            f"SamplesPerPixel x BitsAllocated), more than the {MAX_DECODED_BYTES:,} limit "
+            "(absurd dimensions); refused before decoding",
+        )
     if values > MAX_VALUES:
         raise DicomReadError(
             path,
             f"Rows x Columns x NumberOfFrames x SamplesPerPixel = {values:,} values, "
             f"more than the {MAX_VALUES:,} limit (absurd dimensions)",
         )
+
+
+def _ends_inside_an_element(ds: Dataset, path: str) -> bool:
+    """Whether the last element read claims more bytes than the file holds (a cut file).
+
+    pydicom stops quietly at the end of a file cut inside the header; the last element's
+    offset and length tell.
+    """
+    if not len(ds):
+        return False
+    element = ds.get_item(list(ds.keys())[-1], keep_deferred=True)
+    start, length = getattr(element, "value_tell", None), getattr(element, "length", None)
+    if start is None or length in (None, UNDEFINED_LENGTH):
+        return False
+    return int(start) + int(length) > os.path.getsize(path)
 
 
 def _check_pixel_length(ds: Dataset, path: str, h: PixelHeader, native: bool) -> None:
@@ -285,8 +325,8 @@ def _check_not_truncated(ds: Dataset, path: str, element: object, length: int) -
 def decode_pixels(ds: Dataset, path: str, h: PixelHeader) -> tuple[np.ndarray, dict, str]:
     """Decode all frames; returns (array, pixel properties, name of the plugin that decoded).
 
-    Plugins are tried one at a time in :data:`PLUGIN_PREFERENCE` order so the record of which
-    decoded is exact.
+    Plugins are tried one at a time in the measured order of
+    :data:`medvl.io.codecs.plugins.PLUGIN_ORDER` so the record of which decoded is exact.
     """
     decoder = get_decoder(h.transfer_syntax)
     options: dict[str, bool] = {}
@@ -296,9 +336,7 @@ def decode_pixels(ds: Dataset, path: str, h: PixelHeader) -> tuple[np.ndarray, d
         # warns on every file) when unused high bits must be masked off.
         options["view_only"] = h.bits_stored == h.bits_allocated
     else:
-        available = decoder.available_plugins
-        ordered = [p for p in PLUGIN_PREFERENCE if p in available]
-        attempts = [(p, p) for p in ordered + [p for p in available if p not in ordered]]
+        attempts = [(p, p) for p in plugin_order(h.transfer_syntax, decoder.available_plugins)]
     failures = []
     for name, plugin in attempts:
         try:
