@@ -5,7 +5,9 @@ it, ``key=value`` overrides from the command line patch it, and the resolved con
 beside the run so a result can always be traced to the exact settings that produced it.
 
 Unknown keys are errors naming the key (a typo must never silently fall back to a default), and
-values of the wrong type are errors naming the key and the expected type.
+values of the wrong type are errors naming the key and the expected type. So are a key given
+twice in one mapping (YAML would keep the last silently), a NaN or infinite number, an empty
+config file, and a file that is not YAML text (the line and column of the problem are named).
 
 Overrides address nested sections with dots and list items by 0-based index or by name
 (``stages.0.train.lr=5e-5`` or ``stages.mlm.train.lr=5e-5``: the item whose ``name`` is
@@ -23,7 +25,9 @@ A section given in part keeps the defaults of the config that owns it, not those
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -37,6 +41,37 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override does not fit its dataclass."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"line {line}: key {key!r} given twice (first on line {seen[key]})"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text strictly (duplicate keys refused); errors are one-line ConfigErrors."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = err.problem or err.context or "not valid YAML"
+        if "'\\t'" in problem:
+            problem += " (YAML indents with spaces, not tabs)"
+        raise ConfigError(f"{where}{problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def _type_name(tp: Any) -> str:
@@ -102,13 +137,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is not None and not math.isfinite(number):
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
+        if number is not None:
+            return number
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -166,7 +204,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key.strip():
         raise ConfigError(f"override {text!r} has an empty key")
-    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = parse_yaml(raw) if raw != "" else ""
+    except ConfigError as err:
+        raise ConfigError(f"override {text!r}: {err}") from None
+    return key.strip().split("."), value
 
 
 def _list_index(items: list[Any], part: str, where: str, text: str) -> int:
@@ -286,10 +328,24 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, Mapping):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a YAML text file (binary content)") from None
+        if "\x00" in text:
+            raise ConfigError(f"{path}: not a YAML text file (binary content)")
+        try:
+            loaded = parse_yaml(text)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+        if loaded is None:
+            raise ConfigError(
+                f"{path}: the config file is empty; give settings, or leave out --config to run "
+                "with the defaults"
+            )
+        if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
-        data = dict(loaded or {})
+        data = dict(loaded)
     try:
         return from_dict(cls, data, overrides)
     except ConfigError as err:

@@ -138,3 +138,29 @@ def test_prepare_hook_runs_after_each_override_left_to_right() -> None:
     assert [s.lr for s in cfg.steps] == [pytest.approx(0.1), pytest.approx(0.1)]
     nested = from_dict(Outer, {"job": {**data, "shared": {"lr": 0.3}}})  # hooks run nested too
     assert [s.lr for s in nested.job.steps] == [pytest.approx(0.3), pytest.approx(0.3)]
+
+
+def test_duplicate_keys_nan_and_empty_files_are_config_errors(tmp_path: Path) -> None:
+    file = tmp_path / "job.yaml"
+    file.write_text("optim:\n  lr: 0.1\nname: a\noptim:\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"job.yaml: line 4: key 'optim' given twice \(first"):
+        load_config(JobConfig, file)
+    file.write_text("optim:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match="line 3: key 'lr' given twice"):
+        load_config(JobConfig, file)
+    file.write_text("name: a\noptim: {lr: 0.1}\ntags: [lr, lr]\n")  # same key, other mappings
+    assert load_config(JobConfig, file).tags == ["lr", "lr"]
+    for value in (".nan", ".inf", "-.inf", "nan"):
+        with pytest.raises(ConfigError, match="optim.lr: .* is not a finite number"):
+            load_config(JobConfig, None, [f"optim.lr={value}"])
+    file.write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match="job.yaml: the config file is empty"):
+        load_config(JobConfig, file)
+    file.write_bytes(b"name: \x00\x01\x02")
+    with pytest.raises(ConfigError, match="not a YAML text file"):
+        load_config(JobConfig, file)
+    file.write_text("optim:\n\tlr: 0.1\n")
+    with pytest.raises(ConfigError, match="line 2, column 1: .* not tabs"):
+        load_config(JobConfig, file)
+    with pytest.raises(ConfigError, match=r"override 'tags=\[a,': line 1"):
+        load_config(JobConfig, None, ["tags=[a,"])

@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from medvl.eval.metrics import UncertainPolicy, as_numpy, binary_labels
+from medvl.io.deid import scrub_report_text
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -118,7 +119,9 @@ def retrieval_examples_png(
     """For the first ``n_queries`` images: the image and its top-``k`` reports.
 
     A retrieved report is marked correct (green) when its group equals the image's group
-    (row i matches column i without groups); wrong ones are red.
+    (row i matches column i without groups); wrong ones are red. Report text is scrubbed of
+    identifiers before it is drawn (:func:`medvl.io.deid.scrub_report_text`): pixels escape
+    every text search, so nothing unscrubbed may reach them.
     """
     s = as_numpy(similarity)
     pixels = as_numpy(images)
@@ -139,7 +142,7 @@ def retrieval_examples_png(
                 correct = col == q
             tax = fig.add_subplot(n_queries, k + 1, q * (k + 1) + 1 + rank)
             tax.set_axis_off()
-            snippet = textwrap.fill(str(texts[col])[:260], 42)
+            snippet = textwrap.fill(scrub_report_text(str(texts[col]))[:260], 42)
             tax.text(
                 0.0,
                 1.0,

@@ -258,6 +258,15 @@ _MONTH = (
 # Lower-case "may" is a month only with a year ("5 may 2021"): "2 may represent" is clinical text.
 _NOT_BARE_MAY = r"(?!may\b(?![\s,]+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}|,?\s+\d{4}))"
 _CAPITALISED = r"(?:[A-Z]\.\s*)*[A-Z][A-Za-z'-]+"
+# One to three capitalised words ("Jane", "Jane Q. Doe", "Doe, Jane"): a person's name where
+# the position says a name comes.
+_NAME_WORDS = rf"{_CAPITALISED}(?:,?\s+{_CAPITALISED}){{0,2}}"
+# Report positions followed by a bare name: sign-off and routing lines.
+_NAME_CUES = (
+    r"\b(?i:attending(?:\s+(?:physician|radiologist))?|(?:reviewed|discussed)\s+(?:by|for|with)|"
+    r"dictated\s+by|(?:electronically\s+)?signed(?:\s+by)?|(?:read|interpreted|transcribed|"
+    r"verified|approved|reported|ordered)\s+by|referring\s+(?:physician|doctor|provider))"
+)
 # An identifier after its label: one token of letters, digits, '-' or '/' holding a digit
 # ("12345", "AB12CD", "ACC-2023-0042", "XR-99-1").
 _ID_TOKEN = r"(?=[\w/-]*\d)[\w/-]+"
@@ -302,7 +311,14 @@ _TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             rf"\b(?i:drs?|doctor|prof)\.?\s+{_CAPITALISED}(?:\s+{_CAPITALISED})?"
             rf"(?:\s+and\s+{_CAPITALISED}(?:\s+{_CAPITALISED})?)?",
         ),
-        ("[NAME]", r"\b[A-Z][a-z'-]+(?:\s+[A-Z]\.)?(?:\s+[A-Z][a-z'-]+)+,?\s+(?:M\.?D|D\.?O)\b"),
+        (
+            "[NAME]",
+            r"\b[A-Z][a-z'-]+(?:\s+[A-Z]\.)?(?:\s+[A-Z][a-z'-]+)+,?\s+"
+            r"(?:M\.?D|D\.?O|R\.?N|N\.?P|P\.?A-C|Ph\.?D|MBBS|FRCR)\b",
+        ),
+        ("[NAME]", rf"\b(?:Mr|Mrs|Ms|Miss|Mx)\.?\s+{_NAME_WORDS}"),
+        (r"\1[NAME]", rf"\b({_NAME_CUES}\s*[:,-]?\s*){_NAME_WORDS}"),
+        (r"\1[NAME]", rf"(?:^|(?<=[\n.;]))(\s*(?i:dear|hi|hello)\s+){_NAME_WORDS}"),
         ("[ID]", r"\b(?=[A-Za-z]*\d)[A-Za-z0-9]{0,3}\d{6,}[A-Za-z0-9]*\b"),
     )
 )
@@ -314,8 +330,12 @@ def scrub_report_text(text: str) -> str:
     Handled: e-mail addresses ``[EMAIL]``; accession numbers ``[ACCESSION]``; MRNs and patient
     IDs after a label ``[MRN]``; phone, pager and extension numbers ``[PHONE]``; dates in numeric
     (2021-03-04, 03/04/2021, 3.4.21) and written forms (March 4, 2021; 4 Mar 2021; March 2021;
-    "on 3/4") ``[DATE]``; clock times ``[TIME]``; names after Dr./Drs./Doctor/Prof. and names
-    followed by MD/DO ``[NAME]``; and any other run of six or more digits ``[ID]``.
+    "on 3/4") ``[DATE]``; clock times ``[TIME]``; ``[NAME]`` for names after Dr./Drs./Doctor/Prof.
+    or Mr/Mrs/Ms/Miss/Mx, names followed by MD/DO/RN/NP/PA-C/PhD, bare names in sign-off and
+    routing positions (attending, reviewed by/for/with, discussed with, dictated/read/
+    interpreted/transcribed/verified/approved/reported/ordered by, signed, electronically
+    signed by, referring physician) and after a salutation opening a line or sentence (Dear,
+    Hi, Hello); and any other run of six or more digits ``[ID]``.
     Decimals and measurements ("2.5 cm", "T10-T11", "3/4 of the lung") are kept. Scrubbing
     scrubbed text changes nothing.
     """

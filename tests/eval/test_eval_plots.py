@@ -54,3 +54,23 @@ def test_retrieval_examples_png(tmp_path) -> None:
         k=2,
     )
     _check_png(path)
+
+
+def test_retrieval_examples_draw_only_scrubbed_report_text(tmp_path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    drawn: list[str] = []
+    save = Figure.savefig
+
+    def recording(fig, *args, **kwargs):
+        drawn.extend(t.get_text() for t in fig.findobj(Text))
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    texts = ["No effusion. Reviewed for Jane Doe (MRN 7788990) on 03/04/2021 by Dr. Who."]
+    retrieval_examples_png(np.ones((1, 1)), np.zeros((1, 1, 8, 8)), texts, tmp_path / "x.png")
+    joined = "\n".join(drawn)
+    assert "No effusion." in joined and "[NAME]" in joined
+    for secret in ("Jane", "Doe", "7788990", "03/04/2021", "Who"):
+        assert secret not in joined

@@ -60,6 +60,19 @@ from medvl.io.reports import parse_iu_report
         ("Call 555-1234 or pager 4521.", "Call [PHONE] or [PHONE]."),
         ("Mail jane.doe@hospital.org today.", "Mail [EMAIL] today."),
         ("Reference 12345678 noted.", "Reference [ID] noted."),
+        ("Reviewed for Firstname Lastname (MRN 123456).", "Reviewed for [NAME] ([MRN])."),
+        ("Attending: John Smith", "Attending: [NAME]"),
+        ("Attending radiologist Anna Lee.", "Attending radiologist [NAME]."),
+        ("Dictated by Jane Q. Doe on 3/4/2021.", "Dictated by [NAME] on [DATE]."),
+        (
+            "Electronically signed by Smith, John at 10:32.",
+            "Electronically signed by [NAME] at [TIME].",
+        ),
+        ("Findings discussed with Peter Parker.", "Findings discussed with [NAME]."),
+        ("Ms. Garcia was informed.", "[NAME] was informed."),
+        ("Mr Lee Chan called.", "[NAME] called."),
+        ("Dear Robert, the lungs are clear.", "Dear [NAME], the lungs are clear."),
+        ("Read by Mary Jones, RN.", "Read by [NAME]."),
     ],
 )
 def test_scrub_report_text_replaces_planted_phi(text: str, expected: str) -> None:
@@ -79,6 +92,9 @@ def test_scrub_report_text_replaces_planted_phi(text: str, expected: str) -> Non
         "No pneumothorax. The team was notified at the bedside.",
         "Cardiothoracic ratio 0.55; 2 mm clip.",
         "Finding 2 may represent atelectasis.",
+        "No acute disease. Reviewed by the radiologist.",
+        "CC: Chest pain. Signed and verified.",
+        "The attending was notified.",
     ],
 )
 def test_scrub_report_text_keeps_clinical_text(text: str) -> None:

@@ -11,7 +11,9 @@
   (DICOM, NIfTI or PNG images; NIfTI or PNG masks; volumes as slices).
 * ``phantom`` -- synthetic radiographs paired with the IU reports (its own modules).
 
-Every adapter records unreadable files and malformed rows as failures and carries on. Each has
+Every adapter records unreadable files and malformed rows as failures and carries on. Report
+text is scrubbed of identifiers by default (``scrub_reports``; set it to false for a corpus
+that is already de-identified, such as MIMIC-CXR or IU). Each has
 a config dataclass here, so the CLI (``medvl data adapter NAME ROOT --out DIR``) and YAML files
 drive them the same way; :func:`run_adapter` is that shared entry point. Importing this package
 is cheap: adapter modules load only when used.
@@ -42,6 +44,7 @@ class IUConfig:
     closed_world: bool = True
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
+    scrub_reports: bool = True  # false: trust NLM's de-identification of the Open-i reports
 
 
 @dataclass
@@ -50,6 +53,7 @@ class MimicConfig:
 
     label_file: Literal["chexpert", "negbio"] = "chexpert"
     seed: int = 0
+    scrub_reports: bool = True  # false: trust MIMIC-CXR's own de-identification
 
 
 @dataclass
@@ -94,6 +98,7 @@ class CsvConfig:
     structure: str = "lesion"
     source: str = "csv"
     seed: int = 0
+    scrub_reports: bool = True  # false only for a corpus that is already de-identified
 
 
 @dataclass
@@ -156,10 +161,11 @@ def read_iu(config: IUConfig | None = None) -> SourceResult:
     The shipped reports and header table unless ``config`` points at an Open-i archive; see
     :func:`medvl.data.sources.iu.xray.load_iu` for what each option changes.
     """
+    from medvl.data.sources.common import scrub_studies
     from medvl.data.sources.iu.xray import load_iu
 
     config = config or IUConfig()
-    return load_iu(
+    result = load_iu(
         config.reports,
         config.metadata,
         label_source=config.label_source,
@@ -170,3 +176,6 @@ def read_iu(config: IUConfig | None = None) -> SourceResult:
         fractions=config.fractions,
         seed=config.seed,
     )
+    if config.scrub_reports:
+        scrub_studies(result.studies)
+    return result

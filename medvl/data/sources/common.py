@@ -3,7 +3,9 @@
 An adapter reads one public dataset's layout and returns a :class:`SourceResult`: Study records
 (image + report + labels), SegSample records (image + one structure's mask) and the failures it
 met. Bad rows and unreadable files become failures with a reason that never holds PHI; the rest
-of the dataset is still read.
+of the dataset is still read. Report text from a user's data is scrubbed of identifiers
+(:func:`scrub_studies`, :func:`medvl.io.deid.scrub_report_text`) unless the adapter's
+``scrub_reports`` is set to false for a corpus that is already de-identified (MIMIC-CXR, IU).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from medvl.data.records import (
     write_manifest,
 )
 from medvl.findings import CHEXPERT_14
+from medvl.io.deid import scrub_report_text
+from medvl.io.durable import disk_full_as_error
 
 STUDIES_MANIFEST = "studies.jsonl"
 SEG_MANIFEST = "seg_samples.jsonl"
@@ -60,10 +64,10 @@ class SourceResult:
             "%s: %d studies, %d segmentation samples, %d failures",
             self.source, len(self.studies), len(self.seg_samples), len(self.failures),
         )  # fmt: skip
-        if self.failures:
+        if self.failures:  # paths may hold names: they stay in failures.jsonl, out of logs
             logger.warning(
-                "%s: %d inputs skipped; first: %s (%s)",
-                self.source, len(self.failures), self.failures[0].path, self.failures[0].reason,
+                "%s: %d inputs skipped (see failures.jsonl); first reason: %s",
+                self.source, len(self.failures), self.failures[0].reason,
             )  # fmt: skip
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
@@ -76,8 +80,26 @@ class SourceResult:
             ("failures", FAILURES_MANIFEST, self.failures),
         ):
             if records:
-                written[kind] = write_manifest(out_dir / name, records)
+                path = out_dir / name
+                with disk_full_as_error(out_dir, name, [path.with_name(name + ".tmp")]):
+                    written[kind] = write_manifest(path, records)
         return written
+
+
+def scrub_studies(studies: Iterable[Study]) -> int:
+    """Scrub every study's report text and sections in place; return how many changed.
+
+    Names, IDs, dates and other identifiers become placeholder tokens (``[NAME]`` ...), which
+    :func:`medvl.io.reports.clean_model_text` drops before a model sees the text.
+    """
+    changed = 0
+    for study in studies:
+        text = scrub_report_text(study.report_text) if study.report_text else ""
+        sections = {k: scrub_report_text(v) for k, v in study.sections.items()}
+        if text != study.report_text or sections != study.sections:
+            changed += 1
+        study.report_text, study.sections = text, sections
+    return changed
 
 
 def find_file(root: Path, names: Iterable[str]) -> Path:

@@ -11,6 +11,11 @@ resolved against ``root`` (default: the CSV's folder). DICOM files have their he
 names present in the header (cells 1 / 0 / -1 / blank, with or without ``.0``). Rows that
 share a study id form one Study (the first row's report and labels win); without a study
 column every row is its own study. A mask column gives one SegSample per row with a mask.
+
+A user's CSV is user data: report text is scrubbed of identifiers (names, IDs, dates; see
+:func:`medvl.io.deid.scrub_report_text`) unless ``scrub_reports=False`` says the corpus is
+already de-identified, and study and image ids are salted hashes of the study column (or the
+CSV's name and row) and of the image path, so names in folders or files never reach a record.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from medvl.data.sources.common import (
     open_text,
     raster_record,
     read_header,
+    scrub_studies,
 )
 from medvl.io.reports import split_sections
 
@@ -58,6 +64,7 @@ def load_csv(
     structure: str = "lesion",
     source: str = SOURCE,
     seed: int = 0,
+    scrub_reports: bool = True,
 ) -> SourceResult:
     """Read a generic image/report CSV into Studies (and SegSamples when masks are given).
 
@@ -95,10 +102,11 @@ def load_csv(
             image_path = _resolve(base, image_value)
             try:
                 labels = labels_from_row(row)
+                image_id = _key(str(image_path), f"{source}:image:")
                 if image_path.suffix.lower() == ".dcm":
-                    image = read_header(image_path)
+                    image = read_header(image_path, image_id)
                 else:
-                    image = raster_record(image_path)
+                    image = raster_record(image_path, image_id)
             except ValueError as err:
                 result.fail(where, str(err))
                 continue
@@ -107,7 +115,7 @@ def load_csv(
             if mask_path is not None and not mask_path.is_file():
                 result.fail(where, "mask file not found")
                 continue
-            study_id = cell(row, study_col) or f"{csv_path.stem}-{lineno}"
+            study_id = _key(cell(row, study_col) or f"{csv_path.stem}-{lineno}", f"{source}:study:")
             patient_key = _key(cell(row, patient_col) or study_id, f"{source}:")
             image.study_id, image.patient_key = study_id, patient_key
             image.view_position = cell(row, view_col).upper() or image.view_position
@@ -138,5 +146,7 @@ def load_csv(
                 )
             studies[study_id].images.append(image)
     result.studies = list(studies.values())
+    if scrub_reports:
+        scrub_studies(result.studies)
     result.log_summary(log)
     return result

@@ -32,6 +32,7 @@ from medvl.data.sources.common import (
     open_text,
     raster_record,
     read_header,
+    scrub_studies,
 )
 from medvl.io.reports import split_sections
 
@@ -103,6 +104,7 @@ def load_mimic(
     *,
     label_file: LabelFile = "chexpert",
     seed: int = 0,
+    scrub_reports: bool = True,
 ) -> SourceResult:
     """Read a MIMIC-CXR(-JPG) tree into Studies.
 
@@ -171,5 +173,7 @@ def load_mimic(
                 split=split,
             )
         )
+    if scrub_reports:  # MIMIC-CXR is de-identified; a local export may not be
+        scrub_studies(result.studies)
     result.log_summary(log)
     return result

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medvl.models.sam.geometry import resize_longest
+from medvl.io.durable import read_jsonl
+from medvl.models.sam.geometry import resize_for_model
 from medvl.models.sam.sources import (
     ArrayImageSource,
     FileHashMemo,
@@ -143,12 +144,8 @@ class EmbeddingCache:
         path = self.dir / INDEX_FILE
         if not path.is_file():
             return
-        with path.open() as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                self._index[row["key"]] = CacheRef(row["shard"], row["row"], tuple(row["size"]))
+        for row in read_jsonl(path):  # a torn last line (a killed run) is dropped, with a warning
+            self._index[row["key"]] = CacheRef(row["shard"], row["row"], tuple(row["size"]))
 
     def __len__(self) -> int:
         return len(self._index)
@@ -236,15 +233,19 @@ class _Resized(Dataset):
     does not end a batch job.
     """
 
-    def __init__(self, source: ImageSource, indices: Sequence[int], img_size: int) -> None:
+    def __init__(
+        self, source: ImageSource, indices: Sequence[int], img_size: int, preprocessing: str
+    ) -> None:
         self.source, self.indices, self.img_size = source, list(indices), img_size
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
-            gray, geometry = resize_longest(self.source.load(self.indices[i]), self.img_size)
+            image = self.source.load(self.indices[i])
+            gray, geometry = resize_for_model(image, self.img_size, self.preprocessing)
         except (ValueError, OSError) as err:
             side = self.img_size
             zero = torch.zeros(2, dtype=torch.long)
@@ -277,6 +278,7 @@ def cache_namespace(model: Any, source: ImageSource, kind: str = "embedding") ->
         "pixel_mean": list(cfg.pixel_mean),
         "pixel_std": list(cfg.pixel_std),
         "reader": source.reader_id,
+        "preprocessing": cfg.preprocessing,
     }
     if kind == "embedding":
         out["encoder"] = model.encoder_identity()
@@ -355,9 +357,12 @@ def _fill(
     logger.info("%s cache: computing %d images", kind, len(first))
     keys = list(first)
     loader = DataLoader(
-        _Resized(source, list(first.values()), model.config.img_size),
+        _Resized(source, list(first.values()), model.config.img_size, model.config.preprocessing),
         batch_size=batch_size,
         num_workers=num_workers,
+        # The loader's base-seed draw comes from its own generator: filling the cache must not
+        # move the global stream, or training would differ with the cache's state.
+        generator=torch.Generator().manual_seed(0),
     )
     device = next(model.parameters()).device
     use_bf16 = autocast and device.type == "cuda"

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from medvl.io.durable import read_jsonl
 from medvl.models.hub import sha256_file
 
 
@@ -36,11 +37,8 @@ class FileHashMemo:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._memo: dict[tuple[str, int, int], str] = {}
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self._memo[(row["path"], row["size"], row["mtime_ns"])] = row["sha256"]
+        for row in read_jsonl(self.path) if self.path.is_file() else []:  # torn line dropped
+            self._memo[(row["path"], row["size"], row["mtime_ns"])] = row["sha256"]
         self._new: list[str] = []
 
     def sha256(self, path: str | Path) -> str:

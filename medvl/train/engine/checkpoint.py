@@ -6,14 +6,20 @@ Layout of one checkpoint directory (``<output_dir>/checkpoints/step-00000400/``)
     optimizer.pt          optimizer + scheduler + grad-scaler state (tensors and numbers only,
                           read back with ``torch.load(weights_only=True)``; never pickled objects)
     rng-<rank>.pt         python / numpy / torch / cuda RNG states of each process
-    state.json            step, epoch, batches consumed in the epoch, best metric, world size
+    state.json            step, epoch, batches consumed in the epoch, best metric, world size,
+                          and ``files``: the SHA-256 of every other file of the checkpoint
 
 Every checkpoint is written into ``.tmp-<name>`` and renamed into place only when complete, so
 a crash mid-write never leaves a directory that looks finished; ``state.json`` is written last
-and a directory without it is ignored. All processes write their own RNG file, so the output
-directory must be on storage every rank sees (the usual shared filesystem on a cluster). Model
-and optimizer states come from the main process, which suits DDP (replicated states); sharded
-optimizers (FSDP, DeepSpeed ZeRO) are outside this engine.
+and a directory without it is ignored. A checkpoint damaged later (a truncated file, a bad
+``state.json``) is found by :func:`checkpoint_problem`, and resume skips it for the newest
+intact one. A full disk is a :class:`~medvl.io.durable.DiskFullError` naming the folder and
+the space needed; the temporary folder is removed and the previous checkpoint stays.
+
+All processes write their own RNG file, so the output directory must be on storage every rank
+sees (the usual shared filesystem on a cluster). Model and optimizer states come from the main
+process, which suits DDP (replicated states); sharded optimizers (FSDP, DeepSpeed ZeRO) are
+outside this engine.
 """
 
 from __future__ import annotations
@@ -33,12 +39,19 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from medvl.io.durable import raise_if_disk_full, remove_quietly
+from medvl.models.hub import sha256_file
+
 logger = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is incomplete or damaged (message: its folder and what is wrong)."""
 
 
 def step_dir_name(step: int) -> str:
@@ -85,6 +98,17 @@ def restore_rng(state: dict[str, Any]) -> None:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors inside nested dicts/lists (what a checkpoint write needs)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 class CheckpointManager:
@@ -136,6 +160,12 @@ class CheckpointManager:
         found = self.step_checkpoints()
         return found[-1] if found else None
 
+    def clear_temporary(self) -> None:
+        """Remove the ``.tmp-*`` folders of saves that a kill interrupted."""
+        if self.is_main and self.root.is_dir():
+            for stale in self.root.glob(".tmp-*"):
+                remove_quietly(stale)
+
     def save(
         self,
         name: str,
@@ -150,6 +180,33 @@ class CheckpointManager:
         """
         final = self.root / name
         tmp = self.root / f".tmp-{name}"
+        try:
+            self._write(tmp, model, state, optim_state)
+        except Exception as err:
+            remove_quietly(tmp)
+            needed = _tensor_bytes(model.state_dict()) + _tensor_bytes(optim_state)
+            raise_if_disk_full(err, self.root, f"checkpoint {name}", needed)
+            raise
+        if self.is_main:
+            old = self.root / f".old-{name}"
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+            if STEP_DIR.match(name):
+                self.prune()
+        self.barrier()
+        return final
+
+    def _write(
+        self,
+        tmp: Path,
+        model: nn.Module,
+        state: dict[str, Any],
+        optim_state: dict[str, Any] | None,
+    ) -> None:
+        """Write every file of a checkpoint into ``tmp``; ``state.json`` (with hashes) last."""
         if self.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -166,18 +223,9 @@ class CheckpointManager:
                 _fsync(tmp / OPTIM_FILE)
         self.barrier()
         if self.is_main:
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+            files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+            (tmp / STATE_FILE).write_text(json.dumps({**state, "files": files}, indent=1))
             _fsync(tmp / STATE_FILE)
-            old = self.root / f".old-{name}"
-            if final.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-            if STEP_DIR.match(name):
-                self.prune()
-        self.barrier()
-        return final
 
     def clear(self) -> None:
         """Delete every checkpoint under ``root`` (main process; all ranks wait)."""
@@ -197,11 +245,44 @@ class CheckpointManager:
 
 
 def read_state(path: Path) -> dict[str, Any]:
-    """The ``state.json`` of a checkpoint directory."""
+    """The ``state.json`` of a checkpoint directory.
+
+    Raises
+    ------
+    FileNotFoundError
+        The checkpoint has no ``state.json`` (its save never finished).
+    CheckpointError
+        ``state.json`` is not a JSON object.
+    """
     file = Path(path) / STATE_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{path}: not a complete checkpoint (no {STATE_FILE})")
-    return json.loads(file.read_text())
+    try:
+        state = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{file}: not valid JSON ({err})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step", 0), int):
+        raise CheckpointError(f"{file}: not a checkpoint state (expected an object with a step)")
+    return state
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why checkpoint ``path`` cannot be trusted, or ``None`` when it is intact.
+
+    Checks that ``state.json`` parses and that every file it records still has its SHA-256
+    (checkpoints written before hashes were recorded pass on ``state.json`` alone).
+    """
+    try:
+        state = read_state(path)
+    except (FileNotFoundError, CheckpointError) as err:
+        return str(err)
+    for name, digest in (state.get("files") or {}).items():
+        file = Path(path) / name
+        if not file.is_file():
+            return f"{file}: missing"
+        if sha256_file(file) != digest:
+            return f"{file}: damaged (its SHA-256 differs from the one {STATE_FILE} records)"
+    return None
 
 
 def load_model_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
@@ -210,7 +291,11 @@ def load_model_weights(model: nn.Module, path: Path, strict: bool = True) -> Non
     if not file.is_file():
         raise FileNotFoundError(f"{path}: checkpoint has no {MODEL_FILE}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    missing, unexpected = load_model(model, str(file), strict=strict, device=str(device))
+    try:
+        missing, unexpected = load_model(model, str(file), strict=strict, device=str(device))
+    except Exception as err:  # SafetensorError (truncated), RuntimeError (shape mismatch)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{file}: cannot be read into the model ({reason})") from None
     if missing or unexpected:
         logger.warning("%s: %d missing and %d unexpected keys", file, len(missing), len(unexpected))
 
@@ -220,7 +305,16 @@ def load_optim_state(path: Path) -> dict[str, Any]:
     file = Path(path) / OPTIM_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{path}: checkpoint has no {OPTIM_FILE}; it cannot be resumed")
-    return torch.load(file, map_location="cpu", weights_only=True)
+    return _load_tensors(file)
+
+
+def _load_tensors(file: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)``; a truncated or foreign file is a CheckpointError."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # RuntimeError (truncated zip), UnpicklingError (refused pickle)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{file}: cannot be read ({reason})") from None
 
 
 def load_rng(path: Path, rank: int) -> dict[str, Any] | None:
@@ -228,4 +322,4 @@ def load_rng(path: Path, rank: int) -> dict[str, Any] | None:
     file = Path(path) / f"rng-{rank}.pt"
     if not file.is_file():
         return None
-    return torch.load(file, map_location="cpu", weights_only=True)
+    return _load_tensors(file)

@@ -118,3 +118,5 @@ class TrainProgress:
     best_value: float | None = None
     best_step: int | None = None
     evals_since_best: int = 0
+    eval_step: int = -1  # step of the latest evaluation (a rerun of a finished run skips it)
+    stopped_early: bool = False

@@ -1,7 +1,8 @@
 """The one training engine of medvl: aligner pretraining, fine-tuning and SAM decoders use it.
 
 Hugging Face Accelerate carries the device work, so a single CPU, one GPU and many GPUs
-(``accelerate launch`` or ``torchrun``) run the same code. A job supplies the model, a data
+(``accelerate launch`` or ``torchrun``, also on CPU cores over gloo: see
+:mod:`medvl.data.processes`) run the same code. A job supplies the model, a data
 loader and two functions; the engine owns everything else: mixed precision, gradient
 accumulation and clipping, warmup + cosine LR, discriminative LRs and freezing schedules,
 atomic checkpoints with exact resume, early stopping, TensorBoard + ``metrics.jsonl``, tqdm on
@@ -60,10 +61,20 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medvl.config import save_config
-from medvl.train.engine.checkpoint import CheckpointManager, restore_rng
+from medvl.data.processes import process_state
+from medvl.train.engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    checkpoint_problem,
+    restore_rng,
+)
 from medvl.train.engine.config import EngineConfig, NonFiniteLossError, TrainProgress, TrainResult
 from medvl.train.engine.param_groups import FreezeSchedule, default_param_groups
-from medvl.train.engine.resume import resume_training_state, save_training_state
+from medvl.train.engine.resume import (
+    resume_newest_intact,
+    resume_training_state,
+    save_training_state,
+)
 from medvl.train.engine.run_log import RunLogger
 from medvl.train.engine.schedule import WarmupDecay
 
@@ -77,6 +88,7 @@ def _make_accelerator(cfg: EngineConfig) -> Any:
     from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState
 
+    process_state(cfg.cpu)  # one process group under torchrun / accelerate launch, also on CPU
     shared = AcceleratorState._shared_state
     if shared and shared.get("_mixed_precision") != cfg.mixed_precision:
         # A notebook or test process that trained before with another precision.
@@ -203,12 +215,15 @@ class Engine:
             acc.wait_for_everyone,
         )
         prog, rng = TrainProgress(), None
-        resume_from = ckpt.latest() if cfg.resume == "auto" else None
+        ckpt.clear_temporary()
         if cfg.resume == "never":
             ckpt.clear()  # a fresh run must not be mixed up with an older one's checkpoints
-        if cfg.resume not in ("auto", "never"):
+        elif cfg.resume == "auto":
+            prog, rng = resume_newest_intact(ckpt, acc, model, optimizer, scheduler, len(loader))
+        else:
             resume_from = Path(cfg.resume)
-        if resume_from is not None:
+            if (problem := checkpoint_problem(resume_from)) is not None:
+                raise CheckpointError(f"train.resume: {problem}")
             prog, rng = resume_training_state(
                 resume_from, acc, model, optimizer, scheduler, len(loader)
             )
@@ -255,8 +270,9 @@ class Engine:
         micro: list[float] = []
         grad_norm: float | None = None
         step_lr = math.nan
-        last_saved = last_eval = -1
-        stop = False
+        # What the newest checkpoint holds: a finished run that is re-run saves nothing again.
+        saved = dict(vars(prog)) if resumed_from else None
+        last_eval, stop = prog.eval_step, prog.stopped_early
         if eval_fn is not None and cfg.eval_at_start and prog.step == 0:
             stop = self._evaluate(model, eval_fn, prog, ckpt, run_log, result)
             last_eval = 0
@@ -315,7 +331,7 @@ class Engine:
                     last_eval = prog.step
                 if cfg.checkpoint_every and prog.step % cfg.checkpoint_every == 0:
                     result.last_checkpoint = self._save(ckpt, model, optimizer, scheduler, prog)
-                    last_saved = prog.step
+                    saved = dict(vars(prog))
                 if prog.step >= total or stop:
                     finished_epoch = prog.batch_in_epoch >= len(loader)
                     break
@@ -327,8 +343,8 @@ class Engine:
                     last_eval = prog.step
         bar.close()
         if eval_fn is not None and last_eval != prog.step and not stop:
-            self._evaluate(model, eval_fn, prog, ckpt, run_log, result)
-        if last_saved != prog.step:
+            stop = self._evaluate(model, eval_fn, prog, ckpt, run_log, result)
+        if saved != vars(prog):  # a new step, or an evaluation after the last save
             result.last_checkpoint = self._save(ckpt, model, optimizer, scheduler, prog)
         run_log.close()
         result.step, result.epoch = prog.step, prog.epoch
@@ -401,6 +417,7 @@ class Engine:
         if not metrics:
             return False
         metrics = {k: float(v) for k, v in metrics.items()}
+        prog.eval_step = prog.step
         result.evals.append({"step": float(prog.step), **metrics})
         run_log.log(prog.step, {f"eval/{k}": v for k, v in metrics.items()})
         if not cfg.best_metric:
@@ -430,6 +447,7 @@ class Engine:
                 prog.best_value,
                 prog.best_step,
             )
+            prog.stopped_early = True
             return True
         return False
 

@@ -5,6 +5,8 @@ optimizer, the LR scheduler, the grad scaler, each process's RNG states and the 
 (epoch, batches consumed in it). :func:`resume_training_state` puts all of it back and returns
 the RNG states for the engine to apply at the right moment: after the data loader has been
 re-created, so the loader's own seeding draws do not shift the model's random stream.
+:func:`resume_newest_intact` is ``resume="auto"``: the newest checkpoint that is intact, each
+damaged newer one skipped with a warning saying which and why.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import torch
 from torch import nn
 
 from medvl.train.engine.checkpoint import (
+    CheckpointError,
     CheckpointManager,
+    checkpoint_problem,
     load_model_weights,
     load_optim_state,
     load_rng,
@@ -102,3 +106,43 @@ def resume_training_state(
     )
     rng = load_rng(path, accelerator.process_index) if saved_world == world else None
     return prog, rng
+
+
+def resume_newest_intact(
+    ckpt: CheckpointManager,
+    accelerator: Any,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    batches_per_epoch: int,
+) -> tuple[TrainProgress, dict[str, Any] | None]:
+    """Resume from the newest intact step checkpoint (a fresh start when there is none).
+
+    A checkpoint whose files no longer match their recorded SHA-256, or that fails to load,
+    is skipped with a warning naming it and the reason; a later load overwrites whatever a
+    failed one had put into the model and optimizer.
+
+    Raises
+    ------
+    CheckpointError
+        Checkpoints exist but none is intact (starting over would silently discard them).
+    """
+    candidates = ckpt.step_checkpoints()
+    skipped: list[str] = []
+    for path in reversed(candidates):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            try:
+                return resume_training_state(
+                    path, accelerator, model, optimizer, scheduler, batches_per_epoch
+                )
+            except CheckpointError as err:
+                problem = str(err)
+        skipped.append(path.name)
+        logger.warning("checkpoint %s skipped: %s", path.name, problem)
+    if candidates:
+        raise CheckpointError(
+            f"{ckpt.root}: no intact checkpoint to resume from ({', '.join(skipped)} damaged); "
+            "set train.resume=never to start over"
+        )
+    return TrainProgress(), None

@@ -3,15 +3,18 @@
 The JSONL file is the record a script or notebook reads back (``read_metrics``); TensorBoard is
 for watching a run live. Only the main process writes. On resume, rows logged after the
 checkpoint by the interrupted run are dropped (and TensorBoard purges them), so the files show
-one continuous trajectory.
+one continuous trajectory. A last line torn by a kill or a full disk is dropped with a warning
+(:func:`medvl.io.durable.read_jsonl`); a full disk while logging is a
+:class:`~medvl.io.durable.DiskFullError` naming the folder.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from medvl.io.durable import append_jsonl, read_jsonl, write_jsonl_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -21,7 +24,7 @@ def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
     file = Path(output_dir) / METRICS_FILE
     if not file.is_file():
         return []
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    return read_jsonl(file)
 
 
 class RunLogger:
@@ -50,9 +53,9 @@ class RunLogger:
         self.file.parent.mkdir(parents=True, exist_ok=True)
         if resume_step and self.file.is_file():
             kept = [r for r in read_metrics(output_dir) if r.get("step", 0) <= resume_step]
-            self.file.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            write_jsonl_atomic(self.file, kept)
         elif not resume_step:
-            self.file.write_text("")
+            write_jsonl_atomic(self.file, [])
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -70,8 +73,7 @@ class RunLogger:
             if isinstance(value, float) and not math.isfinite(value):
                 value = None
             row[key] = value
-        with self.file.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_jsonl(self.file, row)
         if self.writer is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):

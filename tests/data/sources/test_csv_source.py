@@ -6,6 +6,11 @@ import pytest
 
 from medvl.data.sources.csv_source import load_csv
 from medvl.findings import CARDIOMEGALY, PLEURAL_EFFUSION
+from medvl.io.dicom import hash_uid
+
+
+def study_key(value: str) -> str:
+    return hash_uid(value, salt="csv:study:")
 
 
 @pytest.fixture
@@ -34,16 +39,18 @@ def test_reads_rows_into_studies(csv_file) -> None:
         csv_file, study_col="study", patient_col="patient", view_col="view", mask_col="mask"
     )
     by_id = {s.study_id: s for s in result.studies}
-    assert set(by_id) == {"st1", "st2"}
-    first = by_id["st1"]
-    assert [im.image_id for im in first.images] == ["a", "b"]
+    assert set(by_id) == {study_key("st1"), study_key("st2")}
+    first = by_id[study_key("st1")]
+    paths = [str(csv_file.parent / "imgs" / n) for n in ("a.dcm", "b.png")]
+    assert [im.image_id for im in first.images] == [hash_uid(p, salt="csv:image:") for p in paths]
     assert [im.view_position for im in first.images] == ["AP", "LL"]  # header, then CSV
     assert first.sections == {"findings": "Enlarged heart.", "impression": "Cardiomegaly."}
     assert first.labels == {CARDIOMEGALY: 1, PLEURAL_EFFUSION: None}
     assert first.images[0].patient_key == first.patient_key != "pt1"
-    assert by_id["st2"].labels == {CARDIOMEGALY: None, PLEURAL_EFFUSION: 1}
-    assert by_id["st2"].images[0].view_position == "PA"
-    assert by_id["st2"].images[0].rows == 24
+    second = by_id[study_key("st2")]
+    assert second.labels == {CARDIOMEGALY: None, PLEURAL_EFFUSION: 1}
+    assert second.images[0].view_position == "PA"
+    assert second.images[0].rows == 24
     [sample] = result.seg_samples
     assert sample.structure == "lesion" and sample.mask_path.endswith("masks/a.png")
     assert sample.pixel_spacing == (0.2, 0.2) and sample.split == first.split
@@ -58,7 +65,8 @@ def test_reads_rows_into_studies(csv_file) -> None:
 
 def test_every_row_is_a_study_without_study_column(csv_file) -> None:
     result = load_csv(csv_file)
-    assert [s.study_id for s in result.studies] == ["pairs-2", "pairs-3", "pairs-4", "pairs-6"]
+    expected = [study_key(f"pairs-{row}") for row in (2, 3, 4, 6)]
+    assert [s.study_id for s in result.studies] == expected
     assert result.seg_samples == []  # no mask column named
     assert len({s.patient_key for s in result.studies}) == 4
 
@@ -66,3 +74,20 @@ def test_every_row_is_a_study_without_study_column(csv_file) -> None:
 def test_missing_image_column(csv_file) -> None:
     with pytest.raises(ValueError, match="no image column 'path'"):
         load_csv(csv_file, image_col="path")
+
+
+def test_report_text_is_scrubbed_unless_the_corpus_is_de_identified(tmp_path, make_raster) -> None:
+    make_raster(tmp_path / "Doe_Jane_19400101" / "img.png")
+    path = tmp_path / "reports.csv"
+    path.write_text(
+        "image,report,study\n"
+        'Doe_Jane_19400101/img.png,"IMPRESSION: No effusion. Reviewed for Jane Doe '
+        '(MRN 4455667) on 03/04/2021.",ACC-991122\n'
+    )
+    [study] = load_csv(path, study_col="study").studies
+    record = str([study.study_id, study.report_text, study.sections, study.images[0].image_id])
+    for secret in ("Jane", "Doe", "4455667", "03/04/2021", "ACC-991122", "19400101"):
+        assert secret not in record
+    assert study.sections["impression"].startswith("No effusion. Reviewed for [NAME]")
+    [kept] = load_csv(path, study_col="study", scrub_reports=False).studies
+    assert "Jane Doe" in kept.report_text
