@@ -18,6 +18,7 @@ import typer
 from medvl.cli.common import (
     CONFIG_OPTION,
     OVERRIDES_ARGUMENT,
+    echo_main,
     exit_on_error,
     job_config,
     setup_logging,
@@ -63,7 +64,7 @@ def finetune_command(
     with exit_on_error():
         result = run_segment_finetune(job)
     final = result.metrics.get("val", {}).get("all", {})
-    typer.echo(
+    echo_main(
         f"{result.n_train} train / {result.n_val} val samples, {result.encoded} images encoded "
         f"(others from the cache); val Dice "
         f"{result.initial_dice:.3f} -> {final.get('dice_mean', float('nan')):.3f} "
@@ -72,7 +73,9 @@ def finetune_command(
 
 
 def segment_command(
-    model: Path = typer.Option(..., "--model", "-m", help="Saved SAM directory."),
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="Saved SAM directory, or a SAM/MedSAM checkpoint file."
+    ),
     image: Path = typer.Option(..., "--image", "-i", help="DICOM/NIfTI/PNG/.npy or series dir."),
     box: str = typer.Option(..., "--box", "-b", help="x0,y0,x1,y1 in image pixels."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
@@ -80,9 +83,12 @@ def segment_command(
     slices: str | None = typer.Option(None, help="z0:z1 for volumes (inclusive)."),
     propagate: bool = typer.Option(False, help="Volumes: propagate from the middle slice."),
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: cuda if present)."),
+    preprocessing: str | None = typer.Option(
+        None, help="sam or medsam (MedSAM's own inference); default: the model's setting."
+    ),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Segment one image (or volume) with a saved SAM and a box prompt."""
+    """Segment one image (or volume) with a SAM (saved directory or raw checkpoint) and a box."""
     import numpy as np
 
     from medvl.data.sources.common import write_mask_png
@@ -95,7 +101,8 @@ def segment_command(
     xyxy = np.asarray(_parse_floats(box, 4, "--box"))
     with exit_on_error():
         seg_image = read_seg_image(image, _parse_window(window))
-        segmenter = SamSegmenter(create_sam(model), device=device)
+        settings = {"preprocessing": preprocessing} if preprocessing else {}
+        segmenter = SamSegmenter(create_sam(model, **settings), device=device)
     pixels = seg_image.pixels
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, object] = {
@@ -132,7 +139,7 @@ def segment_command(
         )
     summary["model_sha256"] = segmenter.model.weights_sha256
     (out / "result.json").write_text(json.dumps(summary, indent=2))
-    typer.echo(f"{summary['area_px']} pixels segmented; mask and overlay in {out}")
+    echo_main(f"{summary['area_px']} pixels segmented; mask and overlay in {out}")
 
 
 def register(app: typer.Typer) -> None:

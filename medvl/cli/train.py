@@ -15,6 +15,7 @@ import typer
 from medvl.cli.common import (
     CONFIG_OPTION,
     OVERRIDES_ARGUMENT,
+    echo_main,
     exit_on_error,
     job_config,
     setup_logging,
@@ -46,8 +47,8 @@ def pretrain_command(
         numbers = ", ".join(
             f"{k} {before.get(k, float('nan')):.4f} -> {after[k]:.4f}" for k in shown
         )
-        typer.echo(f"{stage['name']}: {numbers}")
-    typer.echo(f"model: {summary['final_model']}")
+        echo_main(f"{stage['name']}: {numbers}")
+    echo_main(f"model: {summary['final_model']}")
 
 
 def finetune_command(
@@ -55,7 +56,8 @@ def finetune_command(
     overrides: list[str] | None = OVERRIDES_ARGUMENT,
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Fine-tune for findings: mode=zero_shot|linear_probe|lora|partial|full (see configs/).
+    """Fine-tune for findings: mode=zero_shot|linear_probe|projection|prompt_learning|lora|
+    partial|full (see configs/).
 
     Example: medvl finetune -c configs/lora_findings.yaml few_shot.k=16
     """
@@ -66,7 +68,7 @@ def finetune_command(
     with exit_on_error():
         result = finetune(cfg)
     auroc = result["macro_auroc"]
-    typer.echo(
+    echo_main(
         f"{result['mode']}: macro AUROC {auroc if auroc is None else round(auroc, 4)} on "
         f"{result['eval_split']}, {result['trainable_parameters']:,} trainable parameters, "
         f"{result['wall_time_s']:.1f} s -> {cfg.output_dir / 'metrics.json'}"
@@ -85,7 +87,7 @@ def merge_lora_command(
     setup_logging(verbose)
     with exit_on_error():
         merge_lora(model, adapter, out)
-    typer.echo(f"merged aligner: {out}")
+    echo_main(f"merged aligner: {out}")
 
 
 def register(app: typer.Typer) -> None:

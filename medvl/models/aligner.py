@@ -32,7 +32,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medvl.config import ConfigError, from_dict, to_dict
-from medvl.models.hub import read_saved_json, save_state_atomic, verified_weights, write_descriptor
+from medvl.models.hub import (
+    foreign_read,
+    read_saved_json,
+    required_part,
+    save_state_atomic,
+    verified_weights,
+    write_descriptor,
+)
 from medvl.models.towers.image import ImageTower, ImageTowerConfig, build_image_tower
 from medvl.models.towers.text import TextTower, TextTowerConfig, build_text_tower
 
@@ -52,15 +59,18 @@ class AlignerConfig:
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     embed_dim: int = 256
-    projection: Literal["linear", "mlp"] = "linear"
+    projection: Literal["linear", "mlp", "none"] = "linear"
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
+    init_logit_bias: float | None = None  # SigLIP family: a learned bias, sigmoid loss
 
     def __post_init__(self) -> None:
         if self.embed_dim < 1:
             raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
-        if self.projection not in ("linear", "mlp"):
-            raise ValueError(f"projection must be 'linear' or 'mlp', got {self.projection!r}")
+        if self.projection not in ("linear", "mlp", "none"):
+            raise ValueError(
+                f"projection must be 'linear', 'mlp' or 'none', got {self.projection!r}"
+            )
         if self.init_temperature <= 0:
             raise ValueError(f"init_temperature must be positive, got {self.init_temperature}")
         if 1.0 / self.init_temperature > self.max_logit_scale:
@@ -71,6 +81,10 @@ class AlignerConfig:
 
 
 def _projection(in_dim: int, out_dim: int, kind: str) -> nn.Module:
+    if kind == "none":
+        if in_dim != out_dim:
+            raise ValueError(f"projection 'none' needs tower width {in_dim} == embed_dim {out_dim}")
+        return nn.Identity()
     if kind == "linear":
         return nn.Linear(in_dim, out_dim, bias=False)
     return nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim))
@@ -107,6 +121,11 @@ class MedVLAligner(nn.Module):
             self.text_tower.out_dim, config.embed_dim, config.projection
         )
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
+        if config.init_logit_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(config.init_logit_bias)))
+        else:
+            self.logit_bias = None
+        self.source: dict[str, Any] = {"format": FORMAT}
         self.provenance: dict[str, Any] = {
             "image": {
                 "pretrained": config.image.pretrained,
@@ -149,12 +168,16 @@ class MedVLAligner(nn.Module):
     def forward(
         self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor
     ) -> dict[str, Tensor]:
-        """Embed a batch of pairs: ``image_embeds``, ``text_embeds`` and ``logit_scale``."""
-        return {
+        """Embed a batch of pairs: ``image_embeds``, ``text_embeds``, ``logit_scale`` (and
+        ``logit_bias`` for the SigLIP family)."""
+        out = {
             "image_embeds": self.encode_image(pixels),
             "text_embeds": self.encode_text(input_ids, attention_mask),
             "logit_scale": self.logit_scale,
         }
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        return out
 
     # ----------------------------------------------------------------------- save / load
 
@@ -162,7 +185,12 @@ class MedVLAligner(nn.Module):
         """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` into ``directory``."""
         directory = Path(directory)
         self.weights_sha256 = save_state_atomic(self, directory / WEIGHTS_FILE, FORMAT)
-        self.text_tower.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
+        if self.source.get("format") == "open_clip":
+            from medvl.models.formats.open_clip import save_open_clip_config
+
+            save_open_clip_config(self, directory / TOKENIZER_DIR)
+        else:
+            self.text_tower.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
         image_hf = self.image_tower.hf_config_dict()
         payload = {
             "format": FORMAT,
@@ -173,6 +201,7 @@ class MedVLAligner(nn.Module):
             "weights_file": WEIGHTS_FILE,
             "weights_sha256": self.weights_sha256,
             "provenance": self.provenance,
+            "source": self.source,
         }
         write_descriptor(directory, payload, CONFIG_FILE)
         logger.info("saved aligner to %s (sha256 %s)", directory, self.weights_sha256[:12])
@@ -191,25 +220,35 @@ class MedVLAligner(nn.Module):
         directory = Path(directory)
         payload = read_saved_config(directory)
         weights, actual = verified_weights(directory, payload, "aligner", WEIGHTS_FILE)
-        config = _config_from(payload["aligner"], overrides, where=str(directory / CONFIG_FILE))
-        tokenizer_dir = directory / TOKENIZER_DIR
-        image_tower = build_image_tower(
-            config.image, hf_config=payload.get("image_hf_config"), load_weights=False
+        config = config_with_overrides(
+            payload["aligner"], overrides, where=str(directory / CONFIG_FILE)
         )
-        text_tower = build_text_tower(
-            config.text,
-            hf_config=payload["text_hf_config"],
-            tokenizer_dir=tokenizer_dir if tokenizer_dir.is_dir() else None,
-        )
+        source = payload.get("source", {"format": FORMAT})
+        tokenizer_dir = required_part(directory, TOKENIZER_DIR, "aligner")
+        if source.get("format") == "open_clip":
+            from medvl.models.formats.open_clip import rebuild_open_clip
+
+            image_tower, text_tower = rebuild_open_clip(config, source, tokenizer_dir)
+        else:
+            image_tower = build_image_tower(
+                config.image, hf_config=payload.get("image_hf_config"), load_weights=False
+            )
+            text_tower = build_text_tower(
+                config.text, hf_config=payload["text_hf_config"], tokenizer_dir=tokenizer_dir
+            )
         model = cls(config, image_tower=image_tower, text_tower=text_tower)
         state = load_file(str(weights))
-        result = model.load_state_dict(state, strict=False)
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except ValueError as err:  # a tower's own check, e.g. its recorded normalisation
+            raise ValueError(f"{weights}: {err}") from None
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(
                 f"{weights}: does not fit the architecture in config.json; missing "
                 f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
             )
         model.provenance = payload.get("provenance", model.provenance)
+        model.source = source
         model.weights_sha256 = actual
         model.eval()
         return model.to(device) if device is not None else model
@@ -230,7 +269,10 @@ def _set_nested(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _config_from(base: dict[str, Any], overrides: dict[str, Any], where: str) -> AlignerConfig:
+def config_with_overrides(
+    base: dict[str, Any], overrides: dict[str, Any], where: str
+) -> AlignerConfig:
+    """An :class:`AlignerConfig` from a plain mapping with ``overrides`` patched in."""
     data = json.loads(json.dumps(base))
     for key, value in overrides.items():
         _set_nested(data, key, value)
@@ -248,6 +290,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "tiny-minilm": {
         "image": {"arch": "tiny", "image_size": 64},
+        "text": {"name_or_path": "all-minilm-l6-v2", "max_length": 128},
+        "embed_dim": 128,
+    },
+    "vit_tiny-minilm": {  # a 4 x 192 ViT at 128 px: LoRA on attention, on CPU
+        "image": {"arch": "vit_tiny", "image_size": 128},
         "text": {"name_or_path": "all-minilm-l6-v2", "max_length": 128},
         "embed_dim": 128,
     },
@@ -274,27 +321,56 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def create_aligner(name_or_dir: str | Path | AlignerConfig, **overrides: Any) -> MedVLAligner:
+WEIGHT_SOURCE_KEYS = ("image.arch", "image.pretrained", "text.name_or_path")
+
+
+def create_aligner(
+    name_or_dir: str | Path | AlignerConfig, checkpoint: str | Path | None = None, **overrides: Any
+) -> MedVLAligner:
     """Build an aligner from a preset name, a config, or a saved directory.
 
     Parameters
     ----------
     name_or_dir
-        A preset (``tiny``, ``tiny-minilm``, ``resnet50-minilm``, ``densenet121-minilm``,
-        ``vit_b16-minilm``, ``vit_b16-bert_base``), an :class:`AlignerConfig`, or a directory
-        written by :meth:`MedVLAligner.save_pretrained`.
+        A preset (``tiny``, ``tiny-minilm``, ``vit_tiny-minilm``, ``resnet50-minilm``,
+        ``densenet121-minilm``, ``vit_b16-minilm``, ``vit_b16-bert_base``), an
+        :class:`AlignerConfig`, a directory written by :meth:`MedVLAligner.save_pretrained`,
+        or a transformers ``CLIPModel`` / ``SiglipModel`` directory with its tokenizer and
+        preprocessor config, an open_clip hub directory (``open_clip_config.json`` + weights),
+        told apart by
+        :func:`medvl.models.formats.detect_format`, or ``open_clip:<model name>`` with
+        ``checkpoint``.
+    checkpoint
+        With ``open_clip:<model name>`` (e.g. ``open_clip:ViT-B-16``): the checkpoint file
+        open_clip loads into that architecture.
     overrides
         Config values to change; nested keys as ``image__image_size=128`` or, via a dict,
         ``**{"text.max_length": 64}``.
     """
     if isinstance(name_or_dir, AlignerConfig):
         base = to_dict(name_or_dir)
-        return MedVLAligner(_config_from(base, overrides, where="AlignerConfig"))
+        return MedVLAligner(config_with_overrides(base, overrides, where="AlignerConfig"))
     key = str(name_or_dir)
+    if key.startswith("open_clip:"):
+        from medvl.models.formats.open_clip import load_open_clip
+
+        return load_open_clip(key, None if checkpoint is None else str(checkpoint), **overrides)
     if key in PRESETS:
-        return MedVLAligner(_config_from(PRESETS[key], overrides, where=f"preset {key!r}"))
+        return MedVLAligner(config_with_overrides(PRESETS[key], overrides, where=f"preset {key!r}"))
     if Path(key).is_dir():
-        return MedVLAligner.from_pretrained(key, **overrides)
+        from medvl.models.formats import detect_format, load_foreign_aligner
+
+        fixed = [k for k in overrides if k.replace("__", ".") in WEIGHT_SOURCE_KEYS]
+        if fixed:
+            raise ValueError(
+                f"{key}: a model directory brings its own weights; {fixed[0]} cannot change "
+                "them (start from a preset to choose towers)"
+            )
+        fmt = detect_format(key)
+        if fmt == FORMAT:
+            return MedVLAligner.from_pretrained(key, **overrides)
+        with foreign_read(key, f"a {fmt} model"):
+            return load_foreign_aligner(key, fmt, **overrides)
     raise ValueError(
-        f"{key!r} is neither an aligner preset ({sorted(PRESETS)}) nor a saved aligner directory"
+        f"{key!r} is neither an aligner preset ({sorted(PRESETS)}) nor a model directory"
     )

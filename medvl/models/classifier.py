@@ -6,7 +6,7 @@ zero-shot classifier itself: for finding ``f`` with mean prompt embeddings ``p+`
 learned temperature, so any fine-tuning starts from zero-shot performance instead of chance
 (the LP-FT / WiSE-FT observation that a good head initialisation protects pretrained features).
 
-Two heads:
+Three heads:
 
 ``linear``
     ``nn.Linear`` initialised as above; the text tower is not needed after initialisation.
@@ -14,6 +14,9 @@ Two heads:
     The prompts stay in the loop: prompt embeddings are recomputed through the text tower at
     every forward, with a learned scale and bias per finding, so LoRA on the text tower (or its
     full fine-tuning) has something to learn.
+``context``
+    CoOp prompt learning (:class:`ContextPromptHead`): learned context word vectors before
+    each finding's name, run through the frozen text tower.
 
 A saved classifier is a directory (:meth:`FindingsClassifier.save_pretrained`,
 :func:`load_classifier`)::
@@ -22,7 +25,7 @@ A saved classifier is a directory (:meth:`FindingsClassifier.save_pretrained`,
                        prompts, SHA-256 of head.safetensors (and of the LoRA adapter)
     head.safetensors   the head's parameters
     adapter/           mode lora: the peft adapter, merged into the base at load
-    model/             modes partial and full: the whole fine-tuned aligner
+    model/             modes projection, partial and full: the whole fine-tuned aligner
 
 Folders written by ``medvl finetune`` before this format (``head.json`` + ``head.safetensors``,
 no checksum) still load.
@@ -60,9 +63,14 @@ from medvl.models.zeroshot import (
 
 logger = logging.getLogger(__name__)
 
-HeadKind = Literal["linear", "prompt"]
-FinetuneMode = Literal["zero_shot", "linear_probe", "lora", "partial", "full"]
-MODES: tuple[str, ...] = ("zero_shot", "linear_probe", "lora", "partial", "full")
+HeadKind = Literal["linear", "prompt", "context"]
+FinetuneMode = Literal[
+    "zero_shot", "linear_probe", "projection", "prompt_learning", "lora", "partial", "full"
+]
+MODES: tuple[str, ...] = (
+    "zero_shot", "linear_probe", "projection", "prompt_learning", "lora", "partial", "full"
+)  # fmt: skip
+WHOLE_MODEL_MODES = ("projection", "partial", "full")  # save the aligner under model/
 
 FORMAT = "medvl-findings-classifier"
 FORMAT_VERSION = 1
@@ -110,6 +118,72 @@ class PromptHead(nn.Module):
         return self.log_scale.exp() * (margins[..., 0] - margins[..., 1]) + self.bias
 
 
+CONTEXT_INIT = "a chest x-ray showing"
+
+
+class ContextPromptHead(nn.Module):
+    """CoOp: learned context vectors before each class name, through the frozen text tower.
+
+    Finding ``f`` gets two texts, ``"<ctx> f"`` and ``"<ctx> no f"``; the context tokens'
+    word embeddings (one set shared by all texts, initialised from ``context_init`` as CoOp
+    does from "a photo of a") are the parameters, the rest of the text tower stays fixed.
+    Logits as :class:`PromptHead`: ``scale * (x . t+ - x . t-) + bias``. Needs a text tower
+    that pools from hidden states (not a CLIP-style end-of-text pooler) and puts one special
+    token before the text (BERT's ``[CLS]``).
+    """
+
+    def __init__(self, aligner: Any, prompts: PromptBank, context_init: str = CONTEXT_INIT):
+        super().__init__()
+        tower = aligner.text_tower
+        if tower.config.pooling == "pooler":
+            raise ValueError("prompt learning needs a text tower pooled from its hidden states")
+        self.context_init = context_init
+        names = [name.lower() for name in prompts.findings]
+        texts = [
+            t for name in names for t in (f"{context_init} {name}", f"{context_init} no {name}")
+        ]
+        tokens = aligner.tokenize(texts)
+        context_ids = tower.tokenizer(context_init, add_special_tokens=False)["input_ids"]
+        n = len(context_ids)
+        if not n or not bool(
+            (tokens["input_ids"][:, 1 : 1 + n] == torch.tensor(context_ids)).all()
+        ):
+            raise ValueError(f"context_init {context_init!r} does not tokenize as a prefix")
+        embedding = tower.model.get_input_embeddings()
+        with torch.no_grad():
+            words = embedding(tokens["input_ids"]).detach()
+        self.register_buffer("words", words, persistent=False)
+        self.register_buffer("attention_mask", tokens["attention_mask"], persistent=False)
+        self.context = nn.Parameter(words[0, 1 : 1 + n].clone())
+        count = len(prompts)
+        self.log_scale = nn.Parameter(
+            torch.full((count,), float(aligner.logit_scale.detach().log()))
+        )
+        self.bias = nn.Parameter(torch.zeros(count))
+
+    def class_embeddings(self, aligner: Any) -> Tensor:
+        """``(F, 2, D)``: normalised embeddings of each finding's present / absent text."""
+        n = self.context.shape[0]
+        context = self.context.unsqueeze(0).expand(self.words.shape[0], -1, -1)
+        embeds = torch.cat([self.words[:, :1], context, self.words[:, 1 + n :]], dim=1)
+        pooled = aligner.text_tower.encode(None, self.attention_mask, inputs_embeds=embeds)
+        text = F.normalize(aligner.text_projection(pooled), dim=-1)
+        return text.view(-1, 2, text.shape[-1])
+
+    @torch.no_grad()
+    def to_linear(self, aligner: Any) -> nn.Linear:
+        """The same function of the image embedding as one linear layer (texts embedded once)."""
+        texts = self.class_embeddings(aligner)
+        head = nn.Linear(texts.shape[-1], texts.shape[0]).to(texts.device)
+        head.weight.copy_(self.log_scale.exp()[:, None] * (texts[:, 0] - texts[:, 1]))
+        head.bias.copy_(self.bias)
+        return head
+
+    def forward(self, image_embeds: Tensor, aligner: Any) -> Tensor:
+        margins = torch.einsum("bd,fkd->bfk", image_embeds, self.class_embeddings(aligner))
+        return self.log_scale.exp() * (margins[..., 0] - margins[..., 1]) + self.bias
+
+
 class FindingsClassifier(nn.Module):
     """Image -> finding logits: the aligner's image embedding and a head (see module doc).
 
@@ -126,6 +200,7 @@ class FindingsClassifier(nn.Module):
         prompts: PromptBank,
         kind: HeadKind = "linear",
         zero_shot_init: bool = True,
+        context_init: str = CONTEXT_INIT,
     ) -> None:
         super().__init__()
         self.aligner = aligner
@@ -134,12 +209,14 @@ class FindingsClassifier(nn.Module):
         self.findings = prompts.findings
         if kind == "prompt":
             self.head: nn.Module = PromptHead(aligner, prompts)
+        elif kind == "context":
+            self.head = ContextPromptHead(aligner, prompts, context_init)
         elif kind == "linear" and zero_shot_init:
             self.head = zero_shot_linear_head(aligner, prompts)
         elif kind == "linear":  # weights about to be loaded: skip embedding the prompts
             self.head = nn.Linear(aligner.config.embed_dim, len(prompts))
         else:
-            raise ValueError(f"head kind must be linear or prompt, got {kind!r}")
+            raise ValueError(f"head kind must be linear, prompt or context, got {kind!r}")
         self.weights_sha256: str | None = None
         self.adapter_sha256: str | None = None
 
@@ -155,7 +232,7 @@ class FindingsClassifier(nn.Module):
 
     def classify(self, image_embeds: Tensor) -> Tensor:
         """Logits from precomputed (normalised) image embeddings."""
-        if self.kind == "prompt":
+        if self.kind in ("prompt", "context"):
             return self.head(image_embeds, self.aligner)
         return self.head(image_embeds)
 
@@ -174,7 +251,8 @@ class FindingsClassifier(nn.Module):
         base
             The aligner the classifier was built on: a saved aligner directory (recorded as an
             absolute path) or a preset name. Loading rebuilds on it, except in modes
-            ``partial`` and ``full``, which save the whole aligner under ``model/``.
+            ``projection``, ``partial`` and ``full``, which save the whole aligner under
+            ``model/``.
         mode
             How the classifier was fine-tuned; ``lora`` saves the adapter of the peft-wrapped
             aligner under ``adapter/``.
@@ -193,12 +271,14 @@ class FindingsClassifier(nn.Module):
             "base": str(Path(base).resolve()) if Path(base).is_dir() else str(base),
             "prompts": self.prompts.to_dict(),
         }
+        if self.kind == "context":
+            payload["context_init"] = self.head.context_init
         if mode == "lora":
             if not hasattr(self.aligner, "peft_config"):
                 raise ValueError("mode lora: the aligner carries no peft LoRA adapter to save")
             save_adapter(self.aligner, directory / ADAPTER_DIR)
             payload["adapter_sha256"] = sha256_file(directory / ADAPTER_DIR / ADAPTER_WEIGHTS)
-        elif mode in ("partial", "full"):
+        elif mode in WHOLE_MODEL_MODES:
             self.aligner.save_pretrained(directory / MODEL_DIR)
         self.weights_sha256 = save_state_atomic(self.head, directory / HEAD_WEIGHTS, FORMAT)
         payload["weights_file"] = HEAD_WEIGHTS
@@ -238,14 +318,15 @@ class FindingsClassifier(nn.Module):
                 adapter_sha = sha256_file(adapter)
             else:
                 adapter_sha = verify_sha256(adapter, payload.get("adapter_sha256"), where)
-        if payload["mode"] in ("partial", "full"):
+        if payload["mode"] in WHOLE_MODEL_MODES:
             aligner = create_aligner(str(directory / MODEL_DIR))
         else:
             aligner = create_aligner(str(base or payload["base"]))
             if payload["mode"] == "lora":
                 aligner = load_adapter(aligner, directory / ADAPTER_DIR).merge_and_unload()
         prompts = PromptBank.from_dict(payload["prompts"], where=str(where))
-        model = cls(aligner, prompts, payload["head"], zero_shot_init=False)
+        context = payload.get("context_init", CONTEXT_INIT)
+        model = cls(aligner, prompts, payload["head"], zero_shot_init=False, context_init=context)
         result = model.head.load_state_dict(load_file(str(weights)), strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(
@@ -253,7 +334,7 @@ class FindingsClassifier(nn.Module):
                 f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
             )
         model.eval()
-        if model.kind == "prompt":  # same outputs, without the text tower in every forward
+        if model.kind in ("prompt", "context"):  # same outputs, no text tower per forward
             model.head, model.kind = model.head.to_linear(aligner), "linear"
         model.weights_sha256, model.adapter_sha256 = digest, adapter_sha
         return model
@@ -270,7 +351,7 @@ def load_classifier(path: str | Path, base: str | Path | None = None) -> Finding
         (``head.json`` + ``head.safetensors``).
     base
         The aligner to rebuild on instead of the one recorded (e.g. after moving files); not
-        used in modes ``partial`` and ``full``, which carry their own aligner.
+        used in modes ``projection``, ``partial`` and ``full``, which carry their own aligner.
 
     Returns
     -------
@@ -360,7 +441,7 @@ def few_shot_indices(labels: Tensor, study_ids: Sequence[str], k: int, seed: int
 
 def image_tower_blocks(tower: nn.Module) -> list[nn.Module]:
     """The image tower's blocks, bottom -> top, for freezing schedules and layer-wise LRs."""
-    for path in ("stages", "blocks", "model.encoder.layer", "model.encoder.layers"):
+    for path in ("stages", "blocks", "model.blocks", "model.encoder.layer", "model.encoder.layers"):
         module: Any = tower
         for part in path.split("."):
             module = getattr(module, part, None)

@@ -28,6 +28,7 @@ from typing import Any
 from torch import nn
 
 from medvl.models.aligner import MedVLAligner
+from medvl.models.hub import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +41,19 @@ TEXT_TARGETS: dict[str, tuple[str, ...]] = {
     "electra": ("query", "value"),
     "distilbert": ("q_lin", "v_lin"),
     "mpnet": ("q", "v"),
+    "clip_text_model": ("q_proj", "v_proj"),
+    "siglip_text_model": ("q_proj", "v_proj"),
 }
 IMAGE_TARGETS: dict[str, tuple[str, ...]] = {
     "tiny": ("Conv2d",),
+    "vit_tiny": ("attn.qkv", "attn.proj"),  # q, k, v (one fused layer) and the output
     "vit_b16": ("query", "value"),
     "hf": ("query", "value"),
     "resnet50": ("conv1", "conv2", "conv3"),
     "densenet121": ("conv1", "conv2"),
+    "timm": ("qkv", "conv1", "conv2"),
+    "open_clip": ("c_fc", "c_proj", "qkv"),
+    "xrv_densenet": ("conv1", "conv2"),
 }
 _LAYER_TYPES: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d}
 
@@ -105,6 +112,10 @@ def tower_targets(aligner: MedVLAligner, tower: str, config: LoraConfig) -> tupl
         return TEXT_TARGETS.get(family, ("query", "value"))
     if config.image_targets:
         return config.image_targets
+    if aligner.config.image.arch == "hf":  # CLIP/SigLIP vision towers name them q_proj/v_proj
+        family = str(getattr(aligner.image_tower.model.config, "model_type", ""))
+        if family in ("clip_vision_model", "siglip_vision_model"):
+            return ("q_proj", "v_proj")
     return IMAGE_TARGETS[aligner.config.image.arch]
 
 
@@ -189,6 +200,9 @@ def load_adapter(base: nn.Module, directory: str | Path, trainable: bool = False
     directory = Path(directory)
     if not (directory / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{directory}: not a LoRA adapter (adapter_config.json missing)")
+    read_json_object(
+        directory / "adapter_config.json", "LoRA adapter", ("peft_type", "target_modules")
+    )
     info_file = directory / ADAPTER_INFO
     if info_file.is_file():
         recorded = json.loads(info_file.read_text()).get("base_weights_sha256")

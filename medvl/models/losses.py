@@ -3,6 +3,8 @@
 ``ContrastiveLoss``
     Symmetric InfoNCE (CLIP/ConVIRT): each image must pick its own report among all reports in
     the batch and vice versa.
+``SigmoidLoss``
+    SigLIP's pairwise sigmoid with a learned bias (the SigLIP/MedSigLIP family's own loss).
 ``SemanticMatchingLoss``
     MedCLIP's idea: targets come from how similar the *finding labels* of an image and a report
     are, so two normal studies are not pushed apart as negatives, and images and reports that
@@ -132,6 +134,44 @@ class ContrastiveLoss(nn.Module):
             image_loss = F.cross_entropy(scale * image @ all_text.T, targets, reduction="sum")
             text_loss = F.cross_entropy(scale * text @ all_image.T, targets, reduction="sum")
             return (image_loss + text_loss) / 2 * (world / n_global)
+
+
+class SigmoidLoss(nn.Module):
+    """SigLIP's pairwise sigmoid loss over a (possibly distributed) batch of matched pairs.
+
+    ``loss = -1/N sum_ij log sigmoid(z_ij (s <I_i, T_j> + b))`` with ``z_ij`` = 1 on matched
+    pairs and -1 elsewhere, ``s`` the logit scale, ``b`` the learned logit bias and ``N`` the
+    global batch. Under ``torch.distributed`` each rank scores its own images against every
+    rank's texts (gathered with gradients), scaled like :class:`ContrastiveLoss` so the mean
+    over ranks equals the single-process loss.
+    """
+
+    def __init__(self, gather_distributed: bool = True) -> None:
+        super().__init__()
+        self.gather_distributed = gather_distributed
+
+    def forward(
+        self, image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor, logit_bias: Tensor
+    ) -> Tensor:
+        if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
+            raise ValueError(
+                "the sigmoid loss needs matched (B, D) image and text embeddings, got "
+                f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
+            )
+        rank, world = distributed_world(self.gather_distributed)
+        with torch.autocast(device_type=image_embeds.device.type, enabled=False):
+            image, text = image_embeds.float(), text_embeds.float()
+            scale = torch.as_tensor(logit_scale, device=image.device).float()
+            bias = torch.as_tensor(logit_bias, device=image.device).float()
+            n_local = image.shape[0]
+            counts = batch_sizes(n_local, image.device) if world > 1 else [n_local]
+            all_text = gather_with_grad(text, counts) if world > 1 else text
+            n_global, offset = sum(counts), sum(counts[:rank])
+            signs = -torch.ones(n_local, n_global, device=image.device)
+            rows = torch.arange(n_local, device=image.device)
+            signs[rows, rows + offset] = 1.0
+            logits = scale * image @ all_text.T + bias
+            return -F.logsigmoid(signs * logits).sum() * (world / n_global)
 
 
 def label_vectors(

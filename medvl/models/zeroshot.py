@@ -3,7 +3,8 @@
 For each finding there is a set of positive prompts ("There is a pleural effusion.") and a set
 of negative prompts ("No pleural effusion."). With ``s+`` and ``s-`` the mean cosine similarity
 of an image to each set, the finding's probability is the first entry of
-``softmax(scale * [s+, s-])`` = ``sigmoid(scale * (s+ - s-))``.
+``softmax(scale * [s+, s-])`` = ``sigmoid(scale * (s+ - s-))``. SigLIP-family models (with
+a learned logit bias) use their own sigmoid, ``sigmoid(scale * s+ + bias)``.
 
 The mean similarity to a set equals the similarity to the mean of the set's (normalised)
 prompt embeddings, so each set is embedded once into one vector ("prompt ensemble"); these
@@ -273,8 +274,24 @@ class ZeroShotClassifier:
             scale = float(self.aligner.logit_scale.detach())
         return torch.full((len(self.findings),), scale)
 
+    def _siglip_bias(self) -> float | None:
+        """The model's logit bias when its own sigmoid applies (SigLIP, not yet calibrated)."""
+        bias = getattr(self.aligner, "logit_bias", None)
+        if bias is None or self.scales is not None or self.temperature is not None:
+            return None
+        return float(bias.detach())
+
     def predict_proba(self, x: Tensor) -> Tensor:
-        """Probabilities ``(B, F)`` from pixels ``(B, 1, H, W)`` or image embeddings ``(B, D)``."""
+        """Probabilities ``(B, F)`` from pixels ``(B, 1, H, W)`` or image embeddings ``(B, D)``.
+
+        SigLIP-family models (a logit bias) score with their own sigmoid,
+        ``sigmoid(scale * s+ + bias)``, until :meth:`calibrate` fits a per-finding scale.
+        """
+        bias = self._siglip_bias()
+        if bias is not None:
+            images = self._image_embeds(x)
+            positive = torch.einsum("bd,fd->bf", images, self.prompt_embeddings()[:, 0])
+            return torch.sigmoid(positive * float(self.aligner.logit_scale.detach()) + bias).cpu()
         margins = self.margins(x)
         return torch.sigmoid(margins * self.finding_scales().to(margins.device)).cpu()
 

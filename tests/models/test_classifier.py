@@ -17,7 +17,7 @@ from medvl.models.classifier import (
     load_classifier,
     masked_bce,
 )
-from medvl.models.hub import ChecksumError, sha256_file
+from medvl.models.hub import ChecksumError, sha256_file, sha256_tensors
 from medvl.models.lora import LoraConfig, apply_lora
 
 FINDINGS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax")
@@ -136,7 +136,7 @@ def test_saved_classifier_gives_the_same_probabilities(tiny_aligner, pixels, tmp
     payload = json.loads((tmp_path / "clf" / "config.json").read_text())
     assert payload["format"] == "medvl-findings-classifier" and payload["head"] == kind
     assert payload["mode"] == mode and payload["base"] == str((tmp_path / "base").resolve())
-    assert loaded.weights_sha256 == sha256_file(tmp_path / "clf" / "head.safetensors")
+    assert loaded.weights_sha256 == sha256_tensors(tmp_path / "clf" / "head.safetensors")
     adapter = tmp_path / "clf" / "adapter" / "adapter_model.safetensors"
     assert (
         (loaded.adapter_sha256 == sha256_file(adapter)) if mode == "lora" else not adapter.exists()

@@ -10,7 +10,15 @@ import pytest
 
 import medvl.models
 from medvl.models import MedVLAligner
-from medvl.models.hub import ChecksumError, sha256_file, verified_weights, write_descriptor
+from medvl.models.hub import (
+    ChecksumError,
+    read_saved_json,
+    save_state_atomic,
+    sha256_file,
+    sha256_tensors,
+    verified_weights,
+    write_descriptor,
+)
 from medvl.models.sam import SamConfig, SamModel, build_sam
 
 
@@ -55,3 +63,40 @@ def test_descriptor_is_written_whole_and_verified(tmp_path) -> None:
         verified_weights(tmp_path, payload, "thing")
     payload["weights_sha256"] = digest = sha256_file(tmp_path / "w.safetensors")
     assert verified_weights(tmp_path, payload, "thing") == (tmp_path / "w.safetensors", digest)
+
+
+def test_weights_sha256_names_the_tensors_not_the_file(tmp_path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    net = torch.nn.Linear(3, 2)
+    first = save_state_atomic(net, tmp_path / "a.safetensors", "medvl-x")
+    again = save_state_atomic(net, tmp_path / "b.safetensors", "another producer")
+    state = {k: v.detach() for k, v in reversed(net.state_dict().items())}
+    save_file(state, str(tmp_path / "c.safetensors"), metadata={"note": "re-saved"})
+    assert first == again == sha256_tensors(tmp_path / "c.safetensors")
+    assert sha256_file(tmp_path / "a.safetensors") != sha256_file(tmp_path / "c.safetensors")
+    with torch.no_grad():
+        net.bias[0] += 1e-6
+    assert save_state_atomic(net, tmp_path / "d.safetensors", "medvl-x") != first
+    payload = {"weights_file": "a.safetensors", "weights_sha256": first}
+    assert verified_weights(tmp_path, payload, "thing")[1] == first
+    legacy = {
+        "weights_file": "c.safetensors",
+        "weights_sha256": sha256_file(tmp_path / "c.safetensors"),
+    }
+    assert verified_weights(tmp_path, legacy, "thing")[1] == legacy["weights_sha256"]
+    cut = tmp_path / "a.safetensors"
+    cut.write_bytes(cut.read_bytes()[:-5])
+    with pytest.raises(ChecksumError, match="changed or corrupted"):
+        verified_weights(tmp_path, payload, "thing")
+
+
+def test_saved_descriptor_names_its_file_for_a_missing_entry_or_a_wrong_shape(tmp_path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"format": "f"}))
+    payload = read_saved_json(tmp_path, "config.json", "f", 1, "aligner")
+    with pytest.raises(ValueError, match=r"config.json: no 'aligner' entry; the saved aligner"):
+        payload["aligner"]
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="config.json: not a saved aligner descriptor"):
+        read_saved_json(tmp_path, "config.json", "f", 1, "aligner")

@@ -160,3 +160,17 @@ def test_losses_run_in_float32_under_autocast() -> None:
         mixed = ContrastiveLoss()(image, text, torch.tensor(50.0))
     assert mixed.dtype == torch.float32
     assert mixed.item() == pytest.approx(reference.item(), rel=1e-6)
+
+
+def test_sigmoid_loss_equals_open_clip_siglip_loss() -> None:
+    from open_clip.loss import SigLipLoss
+
+    from medvl.models.losses import SigmoidLoss
+
+    generator = torch.Generator().manual_seed(3)
+    image = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
+    scale, bias = torch.tensor(10.0), torch.tensor(-10.0)
+    expected = SigLipLoss()(image, text, scale, bias)
+    torch.testing.assert_close(SigmoidLoss()(image, text, scale, bias), expected)
+    assert SigmoidLoss()(image, text, scale, torch.tensor(0.0)) != expected

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from medvl.models.losses import ContrastiveLoss, SemanticMatchingLoss
+from medvl.models.losses import ContrastiveLoss, SemanticMatchingLoss, SigmoidLoss
 
 WORLD = 2
 SPLIT = (3, 4)
@@ -38,6 +38,8 @@ def global_batch() -> dict[str, torch.Tensor]:
 def compute(kind: str, image, text, scale, labels) -> torch.Tensor:
     if kind == "infonce":
         return ContrastiveLoss()(image, text, scale)
+    if kind == "sigmoid":
+        return SigmoidLoss()(image, text, scale, torch.tensor(-2.0))
     return SemanticMatchingLoss()(image, text, scale, labels, labels, paired=kind == "paired")
 
 
@@ -48,7 +50,7 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
         start = sum(SPLIT[:rank])
         rows = slice(start, start + SPLIT[rank])
         results = {}
-        for kind in ("infonce", "semantic", "paired"):
+        for kind in ("infonce", "sigmoid", "semantic", "paired"):
             image = batch["image"][rows].clone().requires_grad_(True)
             text = batch["text"][rows].clone().requires_grad_(True)
             scale = torch.tensor(4.0, requires_grad=True)
@@ -73,7 +75,7 @@ def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["infonce", "semantic", "paired"])
+@pytest.mark.parametrize("kind", ["infonce", "sigmoid", "semantic", "paired"])
 def test_distributed_loss_and_gradients_equal_single_process(
     rank_results: list[dict], kind: str
 ) -> None:

@@ -39,9 +39,14 @@ def test_densenet_checkpoint_loads_with_folded_stem(tmp_path) -> None:
     reference = torchvision.models.densenet121(weights=None).eval()
     path = tmp_path / "densenet121.safetensors"
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
-    config = ImageTowerConfig(arch="densenet121", pretrained=str(path), image_size=64)
+    # explicit scalar statistics: the RGB kernel is summed (per-channel default: see
+    # tests/models/test_towers_torchvision.py)
+    config = ImageTowerConfig(
+        arch="densenet121", pretrained=str(path), image_size=64, mean=0.449, std=0.226
+    )
     tower = build_image_tower(config).eval()
-    assert config.mean == pytest.approx((0.485 + 0.456 + 0.406) / 3)
+    assert config.channel_mean is None
+    assert tower.state_dict()["blocks.0.0.conv0.weight"].shape[1] == 1
     assert len(tower.source_sha256) == 64
     gray = torch.rand(2, 1, 64, 64)
     normalised = ((gray - config.mean) / config.std).expand(-1, 3, -1, -1)
@@ -55,6 +60,9 @@ def test_torchvision_checkpoint_of_wrong_arch_is_refused(tmp_path) -> None:
     torch.save({"conv.weight": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="not a resnet50 checkpoint"):
         build_image_tower(ImageTowerConfig(arch="resnet50", pretrained=str(path)))
+
+
+CHANNEL_MEAN, CHANNEL_STD = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
 
 
 def _tiny_vit_dir(tmp_path):
@@ -72,23 +80,40 @@ def _tiny_vit_dir(tmp_path):
     )
     model = ViTModel(config, add_pooling_layer=False).eval()
     model.save_pretrained(tmp_path)
-    preprocessor = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}
+    preprocessor = {"image_mean": list(CHANNEL_MEAN), "image_std": list(CHANNEL_STD)}
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(preprocessor))
     return model
 
 
-def test_hf_vision_directory_loads_as_one_channel_tower(tmp_path) -> None:
+def test_hf_vision_directory_gets_its_own_per_channel_statistics(tmp_path) -> None:
     reference = _tiny_vit_dir(tmp_path)
     config = ImageTowerConfig(arch="hf", pretrained=str(tmp_path), image_size=32)
     tower = build_image_tower(config).eval()
-    assert (config.mean, config.std) == (0.5, 0.25)
-    assert tower.model.config.num_channels == 1
+    assert (config.channel_mean, config.channel_std) == (CHANNEL_MEAN, CHANNEL_STD)
+    assert (config.mean, config.std) == (0.0, 1.0)  # folded into the patch embedding
     gray = torch.rand(3, 1, 32, 32)
+    mean = torch.tensor(CHANNEL_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CHANNEL_STD).view(1, 3, 1, 1)
     with torch.no_grad():
-        hidden = reference(pixel_values=((gray - 0.5) / 0.25).expand(-1, 3, -1, -1))
+        hidden = reference(pixel_values=(gray.expand(-1, 3, -1, -1) - mean) / std)
         pooled, local = tower.forward_both(gray)
-    torch.testing.assert_close(pooled, hidden.last_hidden_state[:, 0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pooled, hidden.last_hidden_state[:, 0], rtol=0, atol=1e-5)
     assert local.shape == (3, 4, 32)
+
+
+def test_gray_input_conv_equals_rgb_normalise_then_conv_with_padding() -> None:
+    from medvl.models.towers.grayscale import GrayInputConv
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 7, stride=2, padding=3)
+    gray_conv = GrayInputConv(conv, CHANNEL_MEAN, CHANNEL_STD)
+    gray = torch.rand(2, 1, 20, 20)
+    mean = torch.tensor(CHANNEL_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CHANNEL_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = conv((gray.expand(-1, 3, -1, -1) - mean) / std)
+        torch.testing.assert_close(gray_conv(gray), expected, rtol=0, atol=1e-5)
+    assert gray_conv.weight is conv.weight and "channel_mean" not in gray_conv.state_dict()
 
 
 def test_vit_b16_uses_sdpa_and_single_channel_patches() -> None:

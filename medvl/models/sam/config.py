@@ -40,6 +40,9 @@ class SamConfig:
     lora_targets: tuple[str, ...] = ("qkv",)
     pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN
     pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
+    # sam: longest side to img_size, pad, pixel mean/std; medsam: MedSAM's own inference
+    # (squash to img_size x img_size, 8-bit bicubic resize, min-max to [0, 1], no mean/std)
+    preprocessing: Literal["sam", "medsam"] = "sam"
     seed: int = 0  # initialisation of weights no checkpoint provides (tiny, random vit_b)
 
     def __post_init__(self) -> None:

@@ -60,8 +60,11 @@ def prepare_samples(
     image_index: dict[str, int],
     refs: Sequence[CacheRef | None],
     img_size: int,
+    preprocessing: str = "sam",
 ) -> PreparedSet:
     """Read every mask once and derive the low-res target and model-frame box.
+
+    ``preprocessing`` is the model's (``medsam`` squashes the image to the square).
 
     ``image_index`` maps an image path to its row in ``refs`` (the cache entries of the run's
     unique images; ``None`` where the image could not be read).
@@ -87,7 +90,7 @@ def prepare_samples(
         if box is None:
             out.empty.append(sample)
             continue
-        geometry = SamGeometry.for_shape(*mask.shape, img_size)
+        geometry = SamGeometry.for_shape(*mask.shape, img_size, squash=preprocessing == "medsam")
         target = geometry.mask_to_model(mask, low_res).numpy()
         out.samples.append(
             PreparedSample(

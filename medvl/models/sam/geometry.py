@@ -38,12 +38,15 @@ class SamGeometry:
     original_size: tuple[int, int]  # (H, W) as read
     input_size: tuple[int, int]  # (h, w) after the longest-side resize, before padding
     img_size: int
+    squash: bool = False  # MedSAM: resized to the full square, aspect ratio not kept
 
     @classmethod
-    def for_shape(cls, height: int, width: int, img_size: int) -> SamGeometry:
+    def for_shape(cls, height: int, width: int, img_size: int, squash: bool = False) -> SamGeometry:
         """Geometry of an ``height x width`` image for a model with ``img_size`` inputs."""
         if height < 1 or width < 1:
             raise ValueError(f"image size must be positive, got {height} x {width}")
+        if squash:
+            return cls((int(height), int(width)), (img_size, img_size), img_size, True)
         return cls((int(height), int(width)), preprocess_shape(height, width, img_size), img_size)
 
     @property
@@ -73,7 +76,17 @@ class SamGeometry:
         return _scale_xy(points, 1.0 / sx, 1.0 / sy)
 
     def logits_to_original(self, low_res: Tensor) -> Tensor:
-        """Low-res logits (N, M, S/4, S/4) -> logits (N, M, H, W) in the original geometry."""
+        """Low-res logits (N, M, S/4, S/4) -> logits (N, M, H, W) in the original geometry.
+
+        Squashed (MedSAM) geometry follows MedSAM's inference: the sigmoid probabilities are
+        resized straight to (H, W) and returned as logits, so ``> 0`` is MedSAM's ``> 0.5``.
+        """
+        if self.squash:
+            probs = F.interpolate(
+                torch.sigmoid(low_res.float()), self.original_size, mode="bilinear",
+                align_corners=False,
+            )  # fmt: skip
+            return torch.logit(probs)
         side = self.img_size
         up = F.interpolate(low_res.float(), (side, side), mode="bilinear", align_corners=False)
         h, w = self.input_size
@@ -135,6 +148,37 @@ def resize_longest(pixels: np.ndarray | Tensor, img_size: int) -> tuple[Tensor, 
         x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False, antialias=True)
     x = F.pad(x.clamp_(0.0, 1.0), (0, img_size - w, 0, img_size - h))
     return x[0], geometry
+
+
+def resize_medsam(pixels: np.ndarray | Tensor, img_size: int) -> tuple[Tensor, SamGeometry]:
+    """MedSAM's own image preprocessing: gray (H, W) in [0, 1] -> (1, S, S) in [0, 1].
+
+    As ``MedSAM_Inference.py`` does on its 8-bit image: ``skimage.transform.resize`` to
+    ``S x S`` (bicubic, antialiased, range kept), cast to uint8, min-max scaled to [0, 1].
+    The [0, 1] input is taken as 8-bit values / 255 (rounded back to them first).
+    """
+    from skimage.transform import resize
+
+    x = np.asarray(pixels.cpu() if isinstance(pixels, Tensor) else pixels, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D gray image, got shape {x.shape}")
+    geometry = SamGeometry.for_shape(x.shape[0], x.shape[1], img_size, squash=True)
+    eight_bit = np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+    resized = resize(
+        eight_bit, (img_size, img_size), order=3, preserve_range=True, anti_aliasing=True
+    ).astype(np.uint8)
+    scaled = (resized - resized.min()) / np.clip(resized.max() - resized.min(), 1e-8, None)
+    return torch.from_numpy(scaled).float()[None], geometry
+
+
+def resize_for_model(
+    pixels: np.ndarray | Tensor, img_size: int, preprocessing: str = "sam"
+) -> tuple[Tensor, SamGeometry]:
+    """The resize of ``preprocessing`` (``sam``: :func:`resize_longest`, ``medsam``:
+    :func:`resize_medsam`)."""
+    if preprocessing == "medsam":
+        return resize_medsam(pixels, img_size)
+    return resize_longest(pixels, img_size)
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray | None:

@@ -37,13 +37,13 @@ from torch import Tensor, nn
 
 from medvl.config import ConfigError, from_dict, to_dict
 from medvl.models.hub import (
-    load_state_dict_file,
     read_saved_json,
     save_state_atomic,
     sha256_file,
     verified_weights,
     write_descriptor,
 )
+from medvl.models.sam.checkpoints import checkpoint_architecture, read_sam_checkpoint
 from medvl.models.sam.config import (
     FORMAT,
     FORMAT_VERSION,
@@ -138,8 +138,12 @@ class SamModel(sam_base_class()):  # type: ignore[misc]
 
         Gray becomes three equal channels on SAM's 0-255 scale, normalised by the pixel mean
         and std; the padding (outside each image's ``input_sizes`` (B, 2) = (h, w)) is set to
-        zero after normalisation, as upstream ``Sam.preprocess`` pads.
+        zero after normalisation, as upstream ``Sam.preprocess`` pads. With ``preprocessing:
+        medsam`` the pixels (already min-max scaled by :func:`~medvl.models.sam.geometry.
+        resize_medsam`) only become three channels, as MedSAM feeds its encoder.
         """
+        if self.config.preprocessing == "medsam":  # MedSAM: [0, 1] as given, no padding
+            return gray.float().expand(-1, 3, -1, -1)
         x = (gray.float() * 255.0).expand(-1, 3, -1, -1)
         x = (x - self.pixel_mean) / self.pixel_std
         side = x.shape[-1]
@@ -293,7 +297,13 @@ def build_sam(config: SamConfig | None = None, **overrides: Any) -> SamModel:
         if path.is_dir():
             state, digest = _saved_weights(path, model)
         else:
-            state, digest = load_state_dict_file(path), sha256_file(path)
+            state, digest = read_sam_checkpoint(path), sha256_file(path)
+            found = checkpoint_architecture(state, path)
+            if found != (config.variant, config.img_size):
+                raise ValueError(
+                    f"{path}: holds a SAM {found[0]} for {found[1]} px inputs; the config "
+                    f"asks for {config.variant} at {config.img_size} px"
+                )
         _load_strict(model, state, path)
         model.provenance = SamProvenance(str(path), digest)
         logger.info("loaded SAM %s from %s", config.variant, path)
@@ -309,9 +319,11 @@ def create_sam(source: str | Path | SamConfig, **overrides: Any) -> SamModel:
     Parameters
     ----------
     source
-        A :class:`SamConfig` (built by :func:`build_sam`, ``overrides`` applied) or a directory
+        A :class:`SamConfig` (built by :func:`build_sam`, ``overrides`` applied), a directory
         written by :meth:`SamModel.save_pretrained` (loaded frozen, in eval mode;
-        ``overrides`` then patch the loaded config).
+        ``overrides`` then patch the loaded config), or a raw SAM/MedSAM checkpoint file in
+        any shape :func:`~medvl.models.sam.checkpoints.read_sam_checkpoint` accepts (variant
+        and input size told from its tensors; ``preprocessing="medsam"`` for MedSAM).
     """
     if isinstance(source, SamConfig):
         return build_sam(source, **overrides)
@@ -321,4 +333,10 @@ def create_sam(source: str | Path | SamConfig, **overrides: Any) -> SamModel:
         if overrides:
             model.config = from_dict(SamConfig, {**to_dict(model.config), **overrides})
         return model
-    raise FileNotFoundError(f"{path}: not a saved medvl SAM directory")
+    if path.is_file():
+        variant, img_size = checkpoint_architecture(read_sam_checkpoint(path), path)
+        settings = {"variant": variant, "img_size": img_size, **overrides}
+        model = build_sam(from_dict(SamConfig, {**settings, "checkpoint": str(path)})).eval()
+        model.weights_sha256 = model.provenance.checkpoint_sha256  # results name the file
+        return model
+    raise FileNotFoundError(f"{path}: neither a saved medvl SAM directory nor a SAM checkpoint")

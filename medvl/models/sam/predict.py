@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from medvl.models.sam.geometry import SamGeometry, mask_box, resize_longest
+from medvl.models.sam.geometry import SamGeometry, mask_box, resize_for_model
 from medvl.models.sam.model import SamModel
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,10 @@ class SamSegmenter:
         """Image embeddings (N, C, g, g) float32 on the device, and each image's geometry."""
         out, geometries = [], []
         for start in range(0, len(images), self.batch_size):
+            preprocessing = self.model.config.preprocessing
             chunk = [
-                resize_longest(im, self.img_size) for im in images[start : start + self.batch_size]
+                resize_for_model(im, self.img_size, preprocessing)
+                for im in images[start : start + self.batch_size]
             ]
             gray = torch.stack([g for g, _ in chunk]).to(self.device)
             sizes = torch.tensor([geo.input_size for _, geo in chunk])

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from medvl.models.hub import sha256_of
 from medvl.models.towers.checkpointing import enable_hf_checkpointing
+from medvl.models.towers.hf_auto import model_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +62,17 @@ class TextTowerConfig:
     """
 
     name_or_path: str = "all-minilm-l6-v2"
-    pooling: Literal["mean", "cls"] = "mean"
+    pooling: Literal["mean", "cls", "pooler"] = "mean"
     max_length: int = 128
+    padding: Literal["longest", "max_length"] = "longest"
     gradient_checkpointing: bool = False
     checkpoint_every_n_layers: int = 1
     checkpoint_policy: Literal["full", "selective"] = "full"
     attn_implementation: str = "sdpa"
 
     def __post_init__(self) -> None:
-        if self.pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
+        if self.pooling not in ("mean", "cls", "pooler"):
+            raise ValueError(f"pooling must be 'mean', 'cls' or 'pooler', got {self.pooling!r}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
 
@@ -97,6 +99,30 @@ def resolve_text_source(name_or_path: str) -> str:
     return name_or_path
 
 
+class HFBatchTokenizer:
+    """Texts -> ``input_ids`` and ``attention_mask`` the way one text tower pads them.
+
+    The pair collator calls it like a transformers tokenizer; the tower's own padding
+    (``longest``, or ``max_length`` for SigLIP) and length win over the caller's arguments.
+    """
+
+    def __init__(self, tokenizer: Any, padding: str, max_length: int) -> None:
+        self.tokenizer, self.padding, self.max_length = tokenizer, padding, max_length
+
+    def __call__(self, texts: list[str], **_: Any) -> dict[str, Tensor]:
+        if isinstance(texts, str):
+            raise TypeError("tokenize expects a list of strings, got one string")
+        batch = self.tokenizer(
+            list(texts),
+            padding=True if self.padding == "longest" else "max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
 class TextTower(nn.Module):
     """A transformers encoder with its tokenizer and a pooling rule."""
 
@@ -105,7 +131,15 @@ class TextTower(nn.Module):
         self.config = config
         self.model = model
         self.tokenizer = tokenizer
-        self.out_dim = int(model.config.hidden_size)
+        hidden = int(model.config.hidden_size)
+        pooled = (
+            getattr(model.config, "projection_size", None) if config.pooling == "pooler" else None
+        )
+        self.out_dim = int(pooled or hidden)
+        # SigLIP's own tokenizer gives no attention mask: its text model attends to the padding
+        self.uses_attention_mask = "attention_mask" in getattr(
+            tokenizer, "model_input_names", ["attention_mask"]
+        )
         self.source_sha256: str | None = None
         limit = getattr(model.config, "max_position_embeddings", None)
         self.max_length = min(config.max_length, limit) if limit else config.max_length
@@ -114,26 +148,40 @@ class TextTower(nn.Module):
                 model, config.checkpoint_every_n_layers, config.checkpoint_policy
             )
 
+    def batch_tokenizer(self) -> HFBatchTokenizer:
+        """A picklable texts -> tensors callable with this tower's rules (for data loaders)."""
+        return HFBatchTokenizer(self.tokenizer, self.config.padding, self.max_length)
+
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
-        """Token ids and attention mask for ``texts`` (padded to the longest, truncated)."""
-        if isinstance(texts, str):
-            raise TypeError("tokenize expects a list of strings, got one string")
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        """Token ids and attention mask for ``texts`` (padded as configured, truncated)."""
+        return self.batch_tokenizer()(texts)
+
+    def _run(
+        self, input_ids: Tensor | None, attention_mask: Tensor, inputs_embeds: Tensor | None = None
+    ) -> Any:
+        mask = attention_mask if self.uses_attention_mask else None
+        if inputs_embeds is not None:
+            return self.model(inputs_embeds=inputs_embeds, attention_mask=mask)
+        return self.model(input_ids=input_ids, attention_mask=mask)
 
     def features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Per-token features ``(B, T, H)`` (padding positions included; mask them)."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._run(input_ids, attention_mask).last_hidden_state
 
-    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Pooled text features ``(B, H)``: masked mean over tokens, or the CLS token."""
-        tokens = self.features(input_ids, attention_mask)
+    def encode(
+        self,
+        input_ids: Tensor | None,
+        attention_mask: Tensor,
+        inputs_embeds: Tensor | None = None,
+    ) -> Tensor:
+        """Pooled text features ``(B, H)``: masked mean over tokens, the CLS token, or the
+        model's own pooled output (``pooler``: CLIP's end-of-text token, SigLIP's head).
+
+        ``inputs_embeds`` ``(B, T, H)`` replaces the token lookup (learned prompt contexts).
+        """
+        if self.config.pooling == "pooler":
+            return self._run(input_ids, attention_mask, inputs_embeds).pooler_output
+        tokens = self._run(input_ids, attention_mask, inputs_embeds).last_hidden_state
         if self.config.pooling == "cls":
             return tokens[:, 0]
         mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
@@ -155,14 +203,7 @@ def _drop_pooler(model: nn.Module) -> nn.Module:
 
 
 def _model_from_config(hf_config: Any, attn: str) -> nn.Module:
-    from transformers import AutoModel
-
-    try:
-        model = AutoModel.from_config(hf_config, attn_implementation=attn)
-    except (ValueError, ImportError) as err:
-        logger.warning("attention %r unavailable for this model (%s); using the default", attn, err)
-        model = AutoModel.from_config(hf_config)
-    return _drop_pooler(model)
+    return _drop_pooler(model_from_config(hf_config, attn))
 
 
 def _model_from_pretrained(source: str, attn: str) -> nn.Module:
@@ -176,6 +217,28 @@ def _model_from_pretrained(source: str, attn: str) -> nn.Module:
         logger.warning("attention %r unavailable for %s (%s); using the default", attn, source, err)
         model = AutoModel.from_pretrained(source)
     return _drop_pooler(model)
+
+
+def _text_half_of_dual_encoder(source: str, config: TextTowerConfig) -> nn.Module | None:
+    """The text model of a CLIP/SigLIP directory, pooled as its source pools (else ``None``).
+
+    A whole CLIPModel/SiglipModel given as a text tower contributes its text transformer
+    with its own pooling (CLIP: end-of-text token; SigLIP: last token + head, padded to its
+    length), never a mean over tokens it was not trained to pool.
+    """
+    from transformers import AutoConfig, CLIPTextModel, SiglipTextModel
+
+    if not Path(source).is_dir():
+        return None
+    family = getattr(AutoConfig.from_pretrained(source), "model_type", None)
+    if family not in ("clip", "siglip"):
+        return None
+    model = (CLIPTextModel if family == "clip" else SiglipTextModel).from_pretrained(source)
+    config.pooling = "pooler"
+    if family == "siglip":
+        config.padding = "max_length"
+        config.max_length = int(model.config.max_position_embeddings)
+    return model
 
 
 def build_text_tower(
@@ -217,7 +280,8 @@ def build_text_tower(
         model = _model_from_config(bert, config.attn_implementation)
     else:
         try:
-            model = _model_from_pretrained(source, config.attn_implementation)
+            model = _text_half_of_dual_encoder(source, config)
+            model = model or _model_from_pretrained(source, config.attn_implementation)
         except OSError as err:
             raise ValueError(
                 f"text tower {name!r}: not a local model directory and not reachable on the "

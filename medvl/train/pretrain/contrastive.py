@@ -1,6 +1,7 @@
 """Contrastive image-report alignment on in-domain pairs (a pretraining stage).
 
-InfoNCE (:class:`~medvl.models.losses.ContrastiveLoss`) on each batch of pairs, plus, with
+InfoNCE (:class:`~medvl.models.losses.ContrastiveLoss`) or, for the SigLIP family (``loss:
+auto`` picks it for a model with a logit bias), the sigmoid loss on each batch of pairs, plus, with
 ``semantic_weight > 0``, MedCLIP's semantic matching loss on the same batch's finding labels
 (so two normal studies in one batch are not pushed apart). With ``text_tower: locked`` the
 text tower is frozen and each report encoded once (:mod:`medvl.models.locked_text`).
@@ -21,7 +22,7 @@ from medvl.data.pairs import load_pairs, pair_dataset, stack_images
 from medvl.eval.alignment import alignment_metrics
 from medvl.models.aligner import MedVLAligner
 from medvl.models.locked_text import LockedTextAligner
-from medvl.models.losses import ContrastiveLoss, SemanticMatchingLoss
+from medvl.models.losses import ContrastiveLoss, SemanticMatchingLoss, SigmoidLoss
 from medvl.models.zeroshot import PromptBank
 from medvl.train.engine import EngineConfig
 from medvl.train.pretrain.stages import StageConfig
@@ -29,12 +30,24 @@ from medvl.train.pretrain.stages import StageConfig
 logger = logging.getLogger(__name__)
 
 
-def contrastive_loss_fn(semantic_weight: float = 0.0, locked_text: bool = False) -> Any:
-    """Engine loss: InfoNCE (+ ``semantic_weight`` x semantic matching) on a pair batch.
+def _logit_bias(model: nn.Module) -> torch.Tensor:
+    """The SigLIP logit bias of an aligner, however it is wrapped (DDP, locked text)."""
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "aligner", inner)
+    if getattr(inner, "logit_bias", None) is None:
+        raise ValueError("loss 'sigmoid' needs a model with a logit bias (the SigLIP family)")
+    return inner.logit_bias
+
+
+def contrastive_loss_fn(
+    semantic_weight: float = 0.0, locked_text: bool = False, loss: str = "infonce"
+) -> Any:
+    """Engine loss: InfoNCE or SigLIP's sigmoid (+ ``semantic_weight`` x semantic matching).
 
     With ``locked_text`` the model is a :class:`LockedTextAligner` that takes the raw texts.
     """
     infonce = ContrastiveLoss()
+    sigmoid = SigmoidLoss()
     semantic = SemanticMatchingLoss()
 
     def loss_fn(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
@@ -43,16 +56,26 @@ def contrastive_loss_fn(semantic_weight: float = 0.0, locked_text: bool = False)
         else:
             out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
         image, text, scale = out["image_embeds"], out["text_embeds"], out["logit_scale"]
-        loss = infonce(image, text, scale)
-        logs = {"infonce": loss.detach(), "logit_scale": scale.detach()}
+        if loss == "sigmoid":
+            value = sigmoid(image, text, scale, _logit_bias(model))
+        else:
+            value = infonce(image, text, scale)
+        logs = {loss: value.detach(), "logit_scale": scale.detach()}
         if semantic_weight:
             labels = batch["labels"]
             matching = semantic(image, text, scale, labels, labels, paired=True)
             logs["semantic"] = matching.detach()
-            loss = loss + semantic_weight * matching
-        return loss, logs
+            value = value + semantic_weight * matching
+        return value, logs
 
     return loss_fn
+
+
+def stage_loss(stage: StageConfig, aligner: MedVLAligner) -> str:
+    """``infonce`` or ``sigmoid``: the stage's choice, ``auto`` = the model family's own."""
+    if stage.loss != "auto":
+        return stage.loss
+    return "sigmoid" if aligner.logit_bias is not None else "infonce"
 
 
 def clamp_logit_scale(model: nn.Module) -> None:
@@ -69,7 +92,7 @@ def run_contrastive_stage(
 
     size = aligner.config.image.image_size
     locked = stage.text_tower == "locked"
-    tokenizer = None if locked else aligner.tokenizer
+    tokenizer = None if locked else aligner.text_tower.batch_tokenizer()
     train_pairs = load_pairs(stage.data, "train")
     train_set = pair_dataset(
         train_pairs, stage.data, size, tokenizer, aligner.text_tower.max_length, train=True
@@ -96,7 +119,7 @@ def run_contrastive_stage(
     result = engine.fit(
         model,
         loader,
-        contrastive_loss_fn(stage.semantic_weight, locked),
+        contrastive_loss_fn(stage.semantic_weight, locked, stage_loss(stage, aligner)),
         evaluate,
         after_step=clamp_logit_scale,
     )

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 class PretrainConfig:
     """A pretraining job: the starting aligner, where to write, and the stages in order.
 
+    The starting weights come from ``model`` plus the ``image`` and ``text`` sections, which
+    patch the model's tower settings (``image.arch=resnet50 image.pretrained=/w/r50.pth
+    text.name_or_path=/w/CXR-BERT`` on a preset; only non-architectural keys on a saved model).
+
     Engine settings live in each stage's ``train`` section; a top-level ``train`` section (in
     the YAML file or as ``train.lr=1e-4`` on the command line) sets its keys in every stage,
     over the stages' own values. ``stages.<index>.train.lr=5e-5`` (0-based) or
@@ -43,13 +47,27 @@ class PretrainConfig:
     ``output_dir``, never ``train.output_dir``.
     """
 
-    model: str = "tiny-minilm"  # aligner preset or saved aligner directory
+    model: str = (
+        "tiny-minilm"  # preset, saved aligner, or another library's model (see create_aligner)
+    )
+    image: dict[str, Any] = field(default_factory=dict)  # ImageTowerConfig keys over the model's
+    text: dict[str, Any] = field(default_factory=dict)  # TextTowerConfig keys over the model's
     output_dir: Path = Path("runs/dapt")
     seed: int = 0  # seeds model construction; stages seed their own training
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(kind="mlm")])
 
     def __post_init__(self) -> None:
+        from medvl.models.towers import ImageTowerConfig, TextTowerConfig
+
         self.output_dir = Path(self.output_dir)
+        for section, cls in (("image", ImageTowerConfig), ("text", TextTowerConfig)):
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(getattr(self, section)) - known)
+            if unknown:
+                raise ValueError(
+                    f"unknown config key {section}.{unknown[0]}; {cls.__name__} accepts: "
+                    f"{sorted(known)}"
+                )
         names = [s.name for s in self.stages]
         if not names:
             raise ValueError("a pretraining job needs at least one stage")
@@ -90,6 +108,15 @@ class PretrainConfig:
         return data
 
 
+def starting_overrides(config: PretrainConfig) -> dict[str, Any]:
+    """The ``image``/``text`` sections as :func:`~medvl.models.aligner.create_aligner` overrides."""
+    return {
+        f"{section}.{key}": value
+        for section in ("image", "text")
+        for key, value in getattr(config, section).items()
+    }
+
+
 def stage_dir(config: PretrainConfig, index: int) -> Path:
     """Folder of stage ``index`` (``01-mlm``, ``02-contrastive`` ...)."""
     return config.output_dir / f"{index + 1:02d}-{config.stages[index].name}"
@@ -98,20 +125,20 @@ def stage_dir(config: PretrainConfig, index: int) -> Path:
 def pretrain(config: PretrainConfig) -> dict[str, Any]:
     """Run (or finish) every stage of ``config``; returns the summary also written to disk."""
     import torch
-    from accelerate import PartialState
 
+    from medvl.data.processes import process_state
     from medvl.models.aligner import MedVLAligner, create_aligner
     from medvl.train.pretrain.contrastive import run_contrastive_stage
     from medvl.train.pretrain.mlm import run_mlm_stage
 
-    state = PartialState()
+    state = process_state(any(stage.train.cpu for stage in config.stages))
     main = state.is_main_process
     out = config.output_dir
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
-    aligner = create_aligner(config.model)
+    aligner = create_aligner(config.model, **starting_overrides(config))
     summary: dict[str, Any] = {"model": config.model, "stages": []}
     for index, stage in enumerate(config.stages):
         folder = stage_dir(config, index)

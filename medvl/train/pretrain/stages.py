@@ -28,6 +28,7 @@ class StageConfig:
     # contrastive
     data: PairDataConfig = field(default_factory=PairDataConfig)
     semantic_weight: float = 0.0  # weight of the semantic matching loss next to InfoNCE
+    loss: Literal["auto", "infonce", "sigmoid"] = "auto"  # auto: sigmoid for SigLIP models
     text_tower: Literal["train", "locked"] = "train"  # locked: frozen, reports encoded once
     prompts: Path | None = None  # prompt YAML for zero-shot validation; None = packaged
     eval_findings: tuple[str, ...] = ()  # findings scored in validation; () = all prompted

@@ -117,7 +117,7 @@ def test_local_checkpoint_loads_weights_only_and_records_sha(tmp_path) -> None:
         build_sam(SamConfig(variant="tiny", img_size=64, checkpoint=str(bad)))
     wrong = tmp_path / "wrong.pth"
     torch.save({"image_encoder.nope": torch.zeros(1)}, wrong)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="not a SAM checkpoint"):
         build_sam(SamConfig(variant="tiny", img_size=64, checkpoint=str(wrong)))
 
 
