@@ -19,6 +19,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
+from medvl.io.codecs.reduced import TargetSize
 from medvl.io.dicom import DicomReadError, read_dicom
 
 __all__ = ["LoadDicom", "LoadDicomd", "LoadMask", "LoadMaskd", "Window", "read_radiograph"]
@@ -27,15 +28,19 @@ RASTER_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
 SAFE_META = (
     "modality", "photometric", "view_position", "rows", "columns", "frames", "bits_stored",
     "pixel_spacing", "window", "voi", "transfer_syntax", "decoder",
-    "sop_uid_hash", "series_uid_hash", "study_uid_hash",
+    "sop_uid_hash", "series_uid_hash", "study_uid_hash", "reduction",
 )  # fmt: skip
 Window = tuple[float, float] | str | None
 """A configured VOI window: (center, width) in modality units, a CT preset name, or None."""
 
 
 def _is_raster(path: str) -> bool:
+    """A raster image by its magic, unless "DICM" sits at offset 128 (the DICOM preamble is
+    free: many DICOM files put a TIFF header there, so the DICOM check comes first)."""
     with open(path, "rb") as fh:
-        head = fh.read(4)
+        head = fh.read(132)
+    if head[128:132] == b"DICM":
+        return False
     return any(head.startswith(magic) for magic in RASTER_MAGIC)
 
 
@@ -65,11 +70,14 @@ def read_radiograph(
     window: Window = None,
     window_index: int = 0,
     frame: int | None = 0,
+    target_size: TargetSize | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a DICOM (or PNG/JPEG) radiograph as float32 (C, H, W) in [0, 1] plus safe meta.
 
     ``frame`` selects one frame of a multi-frame file (C = 1); ``None`` keeps all frames as
-    channels. Raises :class:`DicomReadError` naming the file for every unreadable input.
+    channels. ``target_size`` (the size the caller resizes to) lets JPEG 2000 / HTJ2K decode at a
+    reduced resolution level (``meta["reduction"]``). Raises :class:`DicomReadError` naming the
+    file for every unreadable input.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -79,7 +87,7 @@ def read_radiograph(
         meta: dict[str, Any] = {"modality": "", "rows": pixels.shape[1]}
         meta.update(columns=pixels.shape[2], frames=1, voi="raster", decoder="PIL")
     else:
-        image = read_dicom(path, window=window, window_index=window_index)
+        image = read_dicom(path, window=window, window_index=window_index, target_size=target_size)
         pixels = image.pixels if image.pixels.ndim == 3 else image.pixels[None]
         meta = {name: getattr(image, name) for name in SAFE_META}
     if frame is not None:
@@ -99,15 +107,27 @@ class LoadDicom(Transform):
     file states one, so spacing-aware metrics downstream can read it.
     """
 
-    def __init__(self, window: Window = None, window_index: int = 0, frame: int | None = 0) -> None:
+    def __init__(
+        self,
+        window: Window = None,
+        window_index: int = 0,
+        frame: int | None = 0,
+        target_size: TargetSize | None = None,
+    ) -> None:
         self.window, self.window_index, self.frame = window, window_index, frame
+        self.target_size = target_size
 
     def __call__(self, path: str | os.PathLike) -> MetaTensor:
         """Read ``path``; raises :class:`DicomReadError` for unreadable files."""
         pixels, meta = read_radiograph(
-            path, window=self.window, window_index=self.window_index, frame=self.frame
+            path,
+            window=self.window,
+            window_index=self.window_index,
+            frame=self.frame,
+            target_size=self.target_size,
         )
-        spacing = meta.get("pixel_spacing") or (1.0, 1.0)
+        scale = 2.0 ** meta.get("reduction", 0)  # a reduced decode has coarser pixels
+        spacing = [s * scale for s in meta.get("pixel_spacing") or (1.0, 1.0)]
         affine = torch.diag(torch.tensor([spacing[0], spacing[1], 1.0], dtype=torch.float64))
         meta = {k: v for k, v in meta.items() if v is not None}
         meta.update(spatial_shape=pixels.shape[1:], original_channel_dim=0)
@@ -124,9 +144,10 @@ class LoadDicomd(MapTransform):
         window_index: int = 0,
         frame: int | None = 0,
         allow_missing_keys: bool = False,
+        target_size: TargetSize | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadDicom(window=window, window_index=window_index, frame=frame)
+        self.loader = LoadDicom(window, window_index, frame, target_size)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Load every key present; returns a new dict."""

@@ -9,12 +9,28 @@ CheXpert name as meaning — honest about what the model predicts rather than a 
 
 from __future__ import annotations
 
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from medvl import __version__
 from medvl import findings as F
 
 LOCAL_SCHEME = "99MEDVL"
+
+
+def coding_scheme_identification() -> list[Dataset]:
+    """The Coding Scheme Identification Sequence item declaring ``99MEDVL`` (PS3.3 C.12.1.1.4).
+
+    A private scheme must be declared in every object that uses it, so a receiver (and
+    dciodvfy) knows who is responsible for its meanings.
+    """
+    item = Dataset()
+    item.CodingSchemeDesignator = LOCAL_SCHEME
+    item.CodingSchemeName = "medvl local codes"
+    item.CodingSchemeVersion = __version__
+    item.CodingSchemeResponsibleOrganization = "medvl project"
+    return [item]
 
 
 def _local(value: str, meaning: str) -> Code:
@@ -47,17 +63,22 @@ STRUCTURE_CODES: dict[str, tuple[Code, Code]] = {
     "pneumothorax": (codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Pneumothorax),
 }
 
-PROBABILITY = _local("PROB", "Probability of finding")
+PROBABILITY = codes.DCM.Probability  # DCM 122157
 PRESENT = codes.SCT.Present
 ABSENT = codes.SCT.Absent
 UNITLESS = codes.UCUM.NoUnits
-CHEST_XRAY_PROCEDURE = _local("CXRPROC", "Chest radiograph analysis")
+CHEST_XRAY_PROCEDURE = Code("399208008", "SCT", "Plain chest X-ray")
 ARTIFICIAL_INTELLIGENCE = codes.DCM.ArtificialIntelligence
 
 
 def finding_code(name: str) -> Code:
     """The code for a finding; unknown custom findings get a local code named after them."""
     return FINDING_CODES.get(name) or _local(name.upper().replace(" ", "_")[:16], name)
+
+
+def uses_local_scheme(*concepts: Code) -> bool:
+    """Whether any of ``concepts`` is in the ``99MEDVL`` scheme (then it must be declared)."""
+    return any(code.scheme_designator == LOCAL_SCHEME for code in concepts)
 
 
 def structure_codes(name: str) -> tuple[Code, Code]:

@@ -1,12 +1,15 @@
 """Study results as JSON with a versioned schema (``medvl/resources/result_schema.json``).
 
-The JSON names images by UID hash and file base name. Patient and study identifiers are added
-only when the caller asks (``include_identifiers=True``), read from the source files at write time.
+The JSON names images and skipped files by opaque keys (UID or path hashes), never by file or
+folder name. Patient and study identifiers, and the key-to-file map, are added only when the
+caller asks (``include_identifiers=True``), read from the source files at write time. The file
+is written through a temporary file and a rename, so a reader never sees half of it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -16,6 +19,7 @@ import jsonschema
 import pydicom
 
 from medvl.infer.result import SCHEMA_VERSION, FindingScore, StudyResult
+from medvl.infer.volume_result import SeriesSegmentation
 
 
 @cache
@@ -40,14 +44,38 @@ def _finding(score: FindingScore) -> dict[str, Any]:
     }
 
 
+def _series(series: SeriesSegmentation) -> dict[str, Any]:
+    return {
+        "series": series.series_uid_hash,
+        "modality": series.modality,
+        "slices": series.slices,
+        "spacing_mm": [round(float(v), 6) for v in series.spacing],
+        "segments": [
+            {
+                "structure": seg.structure,
+                "voxels": seg.voxels,
+                "volume_ml": seg.volume_ml,
+                "slices": [min(seg.slices), max(seg.slices)] if seg.slices else None,
+                "prompt_slices": list(seg.prompt_slices),
+                "score": round(float(seg.score), 6),
+            }
+            for seg in series.segments
+        ],
+        "not_in_view": list(series.not_in_view),
+    }
+
+
 def _identifiers(result: StudyResult) -> dict[str, Any]:
-    out: dict[str, Any] = {"SOPInstanceUIDs": {}}
+    out: dict[str, Any] = {"SOPInstanceUIDs": {}, "files": {}}
     for image in result.images:
         ds = pydicom.dcmread(image.source_path, stop_before_pixels=True)
         out["StudyInstanceUID"] = str(ds.get("StudyInstanceUID", ""))
         out["PatientID"] = str(ds.get("PatientID", ""))
         out["AccessionNumber"] = str(ds.get("AccessionNumber", ""))
         out["SOPInstanceUIDs"][image.sop_uid_hash] = str(ds.SOPInstanceUID)
+        out["files"][image.sop_uid_hash] = str(image.source_path)
+    for skipped in result.skipped:
+        out["files"][skipped.key] = str(skipped.path)
     return out
 
 
@@ -70,7 +98,6 @@ def result_to_json(result: StudyResult, include_identifiers: bool = False) -> di
         "images": [
             {
                 "sop": image.sop_uid_hash,
-                "file": image.source_path.name,
                 "view_position": image.view_position,
                 "modality": image.modality,
                 "findings": [_finding(s) for s in image.findings],
@@ -79,6 +106,7 @@ def result_to_json(result: StudyResult, include_identifiers: bool = False) -> di
                         "structure": seg.structure,
                         "pixels": seg.pixels,
                         "area_mm2": seg.area_mm2,
+                        "spacing_source": seg.spacing_source,
                         "bbox": seg.bbox,
                         "score": round(float(seg.score), 6),
                     }
@@ -87,7 +115,8 @@ def result_to_json(result: StudyResult, include_identifiers: bool = False) -> di
             }
             for image in result.images
         ],
-        "skipped": [{"file": s.file, "reason": s.reason} for s in result.skipped],
+        "series": [_series(series) for series in result.series],
+        "skipped": [{"item": s.key, "reason": s.reason} for s in result.skipped],
         "seconds": round(float(result.seconds), 4),
     }
     if include_identifiers:
@@ -102,5 +131,7 @@ def write_result_json(
     """Validate and write the result JSON; return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result_to_json(result, include_identifiers), indent=2))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result_to_json(result, include_identifiers), indent=2))
+    os.replace(tmp, path)
     return path

@@ -6,9 +6,14 @@ calibration, and optionally a fine-tuned SAM. Per study, every instance is heade
 eligible radiographs (rules in :class:`~medvl.infer.selection.EligibilityConfig`) are decoded
 once, scored in batches and segmented; everything else is listed in ``skipped`` with a reason.
 
+The SAM is a saved medvl SAM directory or a raw SAM/MedSAM checkpoint; ``sam_preprocessing``
+(``sam`` or ``medsam``) overrides its image preprocessing, which otherwise is the saved SAM's own
+(``sam`` for raw checkpoints), so MedSAM weights run with MedSAM's inference.
+
 SAM needs a prompt. Without a user box, each structure in ``InferConfig.structures`` carries a
 box relative to the image (x0, y0, x1, y1 in [0, 1]); the default asks for the lungs inside a
-box covering the thorax of a frontal radiograph.
+box covering the thorax of a frontal radiograph. CT series of the study are segmented in 3-D
+from the boxes in ``InferConfig.ct`` (:mod:`medvl.infer.ct_seg`) when a SAM is loaded.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
+import pydicom
 import torch
 
 from medvl.data.transforms import PipelineConfig, geometry_transforms, read_radiograph
+from medvl.infer.ct_seg import CtSegConfig, segment_series, split_volume_series
 from medvl.infer.result import (
     FindingScore,
     ImageResult,
@@ -34,6 +41,7 @@ from medvl.infer.result import (
     StudyResult,
 )
 from medvl.infer.selection import EligibilityConfig, select_images, study_files
+from medvl.infer.spacing import physical_spacing
 from medvl.io.dicom import DicomReadError, hash_uid
 from medvl.models.aligner import MedVLAligner, create_aligner
 from medvl.models.zeroshot import PromptBank, ZeroShotClassifier
@@ -59,7 +67,8 @@ class InferConfig:
     model: str | None = None  # saved aligner directory (or preset); with finetuned: its base
     adapter: str | None = None  # LoRA adapter directory, merged in memory at load
     finetuned: str | None = None  # a `medvl finetune` output folder: its head replaces prompts
-    sam: str | None = None  # saved SAM directory; None = no segmentation
+    sam: str | None = None  # saved SAM directory or SAM/MedSAM checkpoint; None = no segmentation
+    sam_preprocessing: Literal["sam", "medsam"] | None = None  # None = the SAM's own
     prompts: str | None = None  # prompt YAML; None = medvl's CheXpert-14 prompts
     calibration: str | None = None  # JSON written by ZeroShotClassifier.save_calibration
     findings: tuple[str, ...] = ()  # subset of the prompt bank; empty = all
@@ -69,6 +78,7 @@ class InferConfig:
         default_factory=lambda: {"lungs": (0.06, 0.08, 0.94, 0.92)}
     )
     eligibility: EligibilityConfig = field(default_factory=EligibilityConfig)
+    ct: CtSegConfig = field(default_factory=CtSegConfig)  # CT series: 3-D boxes per structure
     batch_size: int = 16
     device: str = "auto"
     write_seg: bool = True
@@ -76,6 +86,8 @@ class InferConfig:
     include_identifiers: bool = False
 
     def __post_init__(self) -> None:
+        if self.sam_preprocessing and not self.sam:
+            raise ValueError("sam_preprocessing needs sam: a SAM directory or checkpoint")
         if self.finetuned and (self.adapter or self.calibration or self.prompts or self.findings):
             raise ValueError(
                 "finetuned: the run folder brings its own adapter, head, prompts and findings; "
@@ -166,28 +178,42 @@ class InferencePipeline:
             from medvl.models.sam import create_sam
             from medvl.models.sam.predict import SamSegmenter
 
-            sam = create_sam(config.sam)
+            settings = (
+                {"preprocessing": config.sam_preprocessing} if config.sam_preprocessing else {}
+            )
+            sam = create_sam(config.sam, **settings)
             self.segmenter = SamSegmenter(sam, device=self.device)
             sam_name, sam_sha = str(config.sam), sam.weights_sha256
         self.identity = dataclasses.replace(identity, sam=sam_name, sam_sha256=sam_sha)
         size = self.aligner.config.image.image_size
         self.resize = geometry_transforms(PipelineConfig(size=size))
 
-    def run_study(self, study: Path | list[Path]) -> StudyResult:
-        """Analyse a study folder (any depth) or an explicit list of files."""
+    def run_study(self, study: Path | list[Path], study_key: str | None = None) -> StudyResult:
+        """Analyse a study folder (any depth) or an explicit list of files.
+
+        ``study_key`` names the result (the caller grouped the files by StudyInstanceUID);
+        without it, the eligible images' study hash, or a hash of the file set when they
+        disagree or there are none.
+        """
         start = time.perf_counter()
         paths = study_files(study) if isinstance(study, Path) else list(study)
-        eligible, skipped = select_images(paths, self.config.eligibility)
+        volumes, rest = [], paths
+        if self.segmenter is not None and self.config.ct.structures:
+            found, rest = split_volume_series(paths, self.config.ct.modalities)
+            volumes = [segment_series(self.segmenter, s, self.config.ct) for s in found.values()]
+        eligible, skipped = select_images(rest, self.config.eligibility)
         images: list[ImageResult] = []
         for chunk_start in range(0, len(eligible), self.config.batch_size):
             chunk = eligible[chunk_start : chunk_start + self.config.batch_size]
             images += self._run_batch(chunk, skipped)
-        study_hashes = {h.study_uid_hash for _, h in eligible}
-        study_key = next(iter(study_hashes)) if len(study_hashes) == 1 else _combined(paths)
+        study_hashes = {h.study_uid_hash for _, h in eligible} | {s.study_uid_hash for s in volumes}
+        if study_key is None:
+            study_key = next(iter(study_hashes)) if len(study_hashes) == 1 else _combined(paths)
         return StudyResult(
             study_uid_hash=study_key,
             model=self.identity,
             images=images,
+            series=volumes,
             skipped=skipped,
             seconds=time.perf_counter() - start,
         )
@@ -198,7 +224,7 @@ class InferencePipeline:
             try:
                 full, _ = read_radiograph(path)
             except DicomReadError as err:
-                skipped.append(SkippedFile(Path(path).name, err.reason))
+                skipped.append(SkippedFile(Path(path), err.reason, header.sop_uid_hash))
                 continue
             decoded.append((Path(path), header, full[0]))
             pixels.append(self.resize({"image": full})["image"])
@@ -220,14 +246,15 @@ class InferencePipeline:
                     view_position=header.view_position,
                     modality=header.modality,
                     findings=findings,
-                    segments=self._segment(full, header.pixel_spacing),
+                    segments=self._segment(full, path),
                 )
             )
         return results
 
-    def _segment(self, image: np.ndarray, spacing: tuple[float, float] | None) -> list[SegmentMask]:
+    def _segment(self, image: np.ndarray, path: Path) -> list[SegmentMask]:
         if self.segmenter is None or not self.config.structures:
             return []
+        spacing, source = physical_spacing(pydicom.dcmread(path, stop_before_pixels=True))
         h, w = image.shape
         names = list(self.config.structures)
         boxes = np.array(
@@ -235,11 +262,11 @@ class InferencePipeline:
         )
         prediction = self.segmenter.predict(image, boxes=boxes)
         return [
-            SegmentMask(name, prediction.masks[i], float(prediction.scores[i]), spacing)
+            SegmentMask(name, prediction.masks[i], float(prediction.scores[i]), spacing, source)
             for i, name in enumerate(names)
         ]
 
 
 def _combined(paths: list[Path]) -> str:
-    """A stable key for a folder whose files carry no single StudyInstanceUID."""
-    return hash_uid("|".join(sorted(p.name for p in paths)))
+    """A stable key for a file set that carries no single StudyInstanceUID."""
+    return hash_uid("|".join(sorted(str(p) for p in paths)))

@@ -1,8 +1,9 @@
 """The result of running medvl on one study, before it is written as JSON, SEG or SR.
 
-Keys are hashes of DICOM UIDs, not the UIDs themselves, and files are named by their base name;
-the source paths and identifiers needed to write DICOM objects stay in memory only
-(``ImageResult.source_path``), never in the JSON unless the user asks for identifiers.
+Keys are hashes of DICOM UIDs, not the UIDs themselves; files are never named (file and folder
+names often carry accession numbers or patient names). The source paths and identifiers needed
+to write DICOM objects stay in memory only (``ImageResult.source_path``), never in the JSON
+unless the user asks for identifiers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = "1.1"
+from medvl.infer.volume_result import SeriesSegmentation
+from medvl.io.dicom import hash_uid
+
+SCHEMA_VERSION = "1.3"
 
 
 @dataclass
@@ -35,7 +39,8 @@ class SegmentMask:
     structure: str
     mask: np.ndarray  # bool (rows, columns) in the source image's geometry
     score: float  # the SAM IoU head's predicted IoU
-    pixel_spacing: tuple[float, float] | None = None
+    pixel_spacing: tuple[float, float] | None = None  # mm at the patient (see infer.spacing)
+    spacing_source: str | None = None  # which attribute(s) the spacing came from
 
     @property
     def pixels(self) -> int:
@@ -70,10 +75,19 @@ class ImageResult:
 
 @dataclass
 class SkippedFile:
-    """A file of the study that was not analysed, and why (no PHI in the reason)."""
+    """A file of the study that was not analysed, and why (no PHI in the reason).
 
-    file: str
+    ``key`` is what the JSON shows: the SOP Instance UID hash when the file has one, else a hash
+    of its path; ``path`` stays in memory (and in the JSON only with ``include_identifiers``).
+    """
+
+    path: Path
     reason: str
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = hash_uid(str(self.path))
 
 
 @dataclass
@@ -95,6 +109,7 @@ class StudyResult:
     study_uid_hash: str
     model: ModelIdentity
     images: list[ImageResult] = field(default_factory=list)
+    series: list[SeriesSegmentation] = field(default_factory=list)  # CT/MR volumes segmented
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
 

@@ -14,28 +14,44 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from medvl import __version__
-from medvl.infer.codes import ARTIFICIAL_INTELLIGENCE, structure_codes
+from medvl.infer.codes import (
+    ARTIFICIAL_INTELLIGENCE,
+    coding_scheme_identification,
+    structure_codes,
+    uses_local_scheme,
+)
 from medvl.infer.result import SegmentMask
 
 MANUFACTURER = "medvl"
+SEG_ALGORITHM = "medvl SAM segmentation"
+SEG_SERIES_DESCRIPTION = "medvl AI segmentation (not for diagnosis)"
 
 
-def algorithm_identification(model_name: str) -> hd.AlgorithmIdentificationSequence:
-    """Identify medvl's model as the segmentation algorithm (name + package version)."""
+def algorithm_version(weights_sha256: str | None) -> str:
+    """medvl's version plus the first 12 hex digits of the weights' SHA-256 (LO: 64 chars)."""
+    return f"{__version__} sha256:{weights_sha256[:12]}" if weights_sha256 else __version__
+
+
+def algorithm_identification(name: str, version: str) -> hd.AlgorithmIdentificationSequence:
+    """Identify the algorithm by name and version (never by a file path)."""
     return hd.AlgorithmIdentificationSequence(
-        name=model_name[:64] or "medvl",
-        family=ARTIFICIAL_INTELLIGENCE,
-        version=__version__,
+        name=name[:64], family=ARTIFICIAL_INTELLIGENCE, version=version[:64]
     )
 
 
 def build_segmentation(
     source: Dataset,
     segments: Sequence[SegmentMask],
-    model_name: str,
+    weights_sha256: str | None = None,
     series_number: int = 900,
 ) -> hd.seg.Segmentation:
     """A BINARY DICOM SEG of ``segments`` on the single-frame ``source`` image.
+
+    The SEG frame is the source's pixel grid, referenced by SOP Instance, so it states no Pixel
+    Measures: a projection radiograph has no slice, and the macro would demand a SliceThickness
+    that does not exist (DICOM requires it whenever Pixel Measures are present). Physical areas
+    live in the JSON with the spacing's source named (:mod:`medvl.infer.spacing`).
+    PatientOrientation (Type 2C for images without a patient plane) is copied from the source.
 
     Raises
     ------
@@ -50,7 +66,8 @@ def build_segmentation(
             raise ValueError(
                 f"mask for {seg.structure} is {seg.mask.shape}, source image is {shape}"
             )
-    algorithm = algorithm_identification(model_name)
+    version = algorithm_version(weights_sha256)
+    algorithm = algorithm_identification(SEG_ALGORITHM, version)
     descriptions = []
     for number, seg in enumerate(segments, start=1):
         category, prop = structure_codes(seg.structure)
@@ -67,15 +84,7 @@ def build_segmentation(
             )
         )
     pixels = np.stack([seg.mask.astype(bool) for seg in segments], axis=-1)[None]
-    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing")
-    # A projection radiograph has no slice; highdicom writes PixelMeasures without
-    # SliceThickness for it and then cannot read its own SEG back, so state a nominal 1 mm.
-    measures = (
-        hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0)
-        if spacing
-        else None
-    )
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=[source],
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -85,9 +94,16 @@ def build_segmentation(
         sop_instance_uid=generate_uid(),
         instance_number=1,
         manufacturer=MANUFACTURER,
-        manufacturer_model_name=model_name[:64] or "medvl",
-        software_versions=__version__,
+        manufacturer_model_name=SEG_ALGORITHM,
+        software_versions=version,
         device_serial_number="0",
         omit_empty_frames=False,
-        pixel_measures=measures,
+        series_description=SEG_SERIES_DESCRIPTION,
     )
+    for group in seg.SharedFunctionalGroupsSequence:
+        if "PixelMeasuresSequence" in group:
+            del group.PixelMeasuresSequence
+    seg.PatientOrientation = source.get("PatientOrientation", "")
+    if any(uses_local_scheme(*structure_codes(seg.structure)) for seg in segments):
+        seg.CodingSchemeIdentificationSequence = coding_scheme_identification()
+    return seg

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
+
 from medvl.infer.result import SkippedFile
-from medvl.io.dicom import DicomImage, DicomReadError, read_dicom
+from medvl.io.dicom import DicomImage, DicomReadError, hash_uid, read_dicom
 
 
 @dataclass
@@ -49,18 +51,37 @@ def study_files(folder: Path) -> list[Path]:
 def select_images(
     paths: list[Path], rules: EligibilityConfig
 ) -> tuple[list[tuple[Path, DicomImage]], list[SkippedFile]]:
-    """Split ``paths`` into eligible (path, header) pairs and skipped files with reasons."""
+    """Split ``paths`` into eligible (path, header) pairs and skipped files with reasons.
+
+    A SOP Instance that appears in several files (a study sent twice, copied into two folders)
+    is analysed once; the other copies are skipped as duplicates.
+    """
     eligible: list[tuple[Path, DicomImage]] = []
     skipped: list[SkippedFile] = []
+    seen: set[str] = set()
     for path in paths:
         try:
             header = read_dicom(path, decode=False)
         except DicomReadError as err:
-            skipped.append(SkippedFile(path.name, err.reason))
+            skipped.append(SkippedFile(path, err.reason, _sop_key(path)))
             continue
+        key = header.sop_uid_hash
+        if key and key in seen:
+            skipped.append(SkippedFile(path, f"duplicate of instance {key}", key))
+            continue
+        seen.add(key)
         reason = reason_ineligible(header, rules)
         if reason is None:
             eligible.append((path, header))
         else:
-            skipped.append(SkippedFile(path.name, reason))
+            skipped.append(SkippedFile(path, reason, key))
     return eligible, skipped
+
+
+def _sop_key(path: Path) -> str:
+    """The SOP Instance UID hash of a DICOM file that is not an image, else "" (path hash)."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+    except Exception:  # not DICOM at all, or too broken to name
+        return ""
+    return hash_uid(str(ds.get("SOPInstanceUID", "")))

@@ -14,17 +14,25 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from medvl import __version__
 from medvl.infer.codes import (
     ABSENT,
     CHEST_XRAY_PROCEDURE,
     PRESENT,
     PROBABILITY,
     UNITLESS,
+    coding_scheme_identification,
     finding_code,
+    uses_local_scheme,
 )
 from medvl.infer.result import StudyResult
-from medvl.infer.seg import MANUFACTURER
+from medvl.infer.seg import MANUFACTURER, algorithm_version
+
+SR_SERIES_DESCRIPTION = "medvl AI findings (not for diagnosis)"
+
+
+def findings_algorithm(result: StudyResult) -> str:
+    """The findings algorithm's name: zero-shot prompts, or a fine-tuned head."""
+    return "medvl fine-tuned findings" if result.model.head_sha256 else "medvl zero-shot findings"
 
 
 def build_findings_report(
@@ -43,12 +51,14 @@ def build_findings_report(
     """
     if not result.images:
         raise ValueError("no analysed images to report")
-    algorithm = hd.sr.AlgorithmIdentification(name=result.model.aligner[:64], version=__version__)
+    name = findings_algorithm(result)
+    version = algorithm_version(result.model.aligner_sha256)
+    algorithm = hd.sr.AlgorithmIdentification(name=name, version=version)
     observation_context = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=generate_uid(), name="medvl", model_name=result.model.aligner[:64]
+                uid=generate_uid(), name="medvl", model_name=name
             ),
         )
     )
@@ -84,7 +94,7 @@ def build_findings_report(
         imaging_measurements=groups,
     )
     evidence = [sources[image.sop_uid_hash] for image in result.images]
-    return hd.sr.Comprehensive3DSR(
+    report = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report[0],
         series_instance_uid=generate_uid(),
@@ -93,4 +103,10 @@ def build_findings_report(
         instance_number=1,
         manufacturer=MANUFACTURER,
         is_complete=True,
+        series_description=SR_SERIES_DESCRIPTION,
+        software_versions=version,
     )
+    used = [finding_code(score.finding) for image in result.images for score in image.findings]
+    if uses_local_scheme(*used):
+        report.CodingSchemeIdentificationSequence = coding_scheme_identification()
+    return report

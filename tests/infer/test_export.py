@@ -12,6 +12,7 @@ import pydicom
 import pytest
 from infer_dicom import PLANTED_ID, PLANTED_NAME
 
+from medvl.infer.export import export_study
 from medvl.infer.json_result import result_schema, result_to_json, write_result_json
 from medvl.infer.result import (
     FindingScore,
@@ -22,6 +23,12 @@ from medvl.infer.result import (
     StudyResult,
 )
 from medvl.infer.seg import build_segmentation
+from medvl.infer.spacing import (
+    IMAGER_CORRECTED,
+    IMAGER_UNCORRECTED,
+    PIXEL_SPACING,
+    physical_spacing,
+)
 from medvl.infer.sr import build_findings_report
 from medvl.io.dicom import hash_uid
 
@@ -45,7 +52,7 @@ def _result(paths: list[Path]) -> tuple[StudyResult, dict[str, pydicom.Dataset]]
                     FindingScore("Cardiomegaly", 0.8 - 0.5 * k, 0.5),
                     FindingScore("Pleural Effusion", 0.2 + 0.1 * k, 0.5),
                 ],
-                segments=[SegmentMask("lungs", mask, 0.9, (0.5, 0.5))],
+                segments=[SegmentMask("lungs", mask, 0.9, (0.5, 0.5), "PixelSpacing")],
             )
         )
     study = hash_uid(str(sources[images[0].sop_uid_hash].StudyInstanceUID))
@@ -53,7 +60,7 @@ def _result(paths: list[Path]) -> tuple[StudyResult, dict[str, pydicom.Dataset]]
         study_uid_hash=study,
         model=ModelIdentity(aligner="tiny", aligner_sha256="a" * 64),
         images=images,
-        skipped=[SkippedFile(paths[2].name, "view LL is not eligible (PA, AP)")],
+        skipped=[SkippedFile(paths[2], "view LL is not eligible (PA, AP)")],
         seconds=0.5,
     )
     return result, sources
@@ -74,7 +81,9 @@ def test_json_is_schema_valid_and_phi_free(cr_study: list[Path], tmp_path: Path)
     seg = doc["images"][0]["segments"][0]
     assert seg["pixels"] == 15 * 26 and seg["bbox"] == [4, 5, 29, 19]
     assert seg["area_mm2"] == pytest.approx(15 * 26 * 0.25)
-    assert doc["skipped"][0]["file"] == "img2.dcm"
+    assert seg["spacing_source"] == "PixelSpacing"
+    assert doc["skipped"][0]["item"] == hash_uid(str(cr_study[2]))
+    assert not any(p.name in text or str(p.parent) in text for p in cr_study)  # no names
 
 
 def test_identifiers_only_on_request(cr_study: list[Path]) -> None:
@@ -82,6 +91,7 @@ def test_identifiers_only_on_request(cr_study: list[Path]) -> None:
     doc = result_to_json(result, include_identifiers=True)
     assert doc["identifiers"]["PatientID"] == PLANTED_ID
     assert set(doc["identifiers"]["SOPInstanceUIDs"]) == set(sources)
+    assert doc["identifiers"]["files"][hash_uid(str(cr_study[2]))] == str(cr_study[2])
 
 
 def test_invalid_result_is_rejected(cr_study: list[Path]) -> None:
@@ -95,7 +105,7 @@ def test_seg_round_trip_references_source(cr_study: list[Path], tmp_path: Path) 
     result, sources = _result(cr_study)
     image = result.images[0]
     source = sources[image.sop_uid_hash]
-    seg = build_segmentation(source, image.segments, "tiny-sam")
+    seg = build_segmentation(source, image.segments, "c" * 64)
     path = tmp_path / "seg.dcm"
     seg.save_as(path)
     again = hd.seg.segread(path)
@@ -108,6 +118,13 @@ def test_seg_round_trip_references_source(cr_study: list[Path], tmp_path: Path) 
     assert np.array_equal(pixels[0, :, :, 0].astype(bool), image.segments[0].mask)
     raw = pydicom.dcmread(path)
     assert raw.SegmentSequence[0].SegmentLabel == "lungs"
+    assert raw.PatientOrientation == source.PatientOrientation
+    assert raw.SeriesDescription.startswith("medvl")
+    algorithm = raw.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmName == "medvl SAM segmentation"
+    assert algorithm.AlgorithmVersion.endswith("sha256:" + "c" * 12)
+    assert "PixelMeasuresSequence" not in raw.SharedFunctionalGroupsSequence[0]  # no slice
+    assert "CodingSchemeIdentificationSequence" not in raw  # lungs: SNOMED only
     assert raw.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "39607008"
 
 
@@ -116,7 +133,7 @@ def test_seg_rejects_wrong_shape(cr_study: list[Path]) -> None:
     image = result.images[0]
     bad = SegmentMask("lungs", np.zeros((3, 3), bool), 0.5)
     with pytest.raises(ValueError, match=r"mask for lungs is \(3, 3\)"):
-        build_segmentation(sources[image.sop_uid_hash], [bad], "tiny-sam")
+        build_segmentation(sources[image.sop_uid_hash], [bad])
 
 
 def test_sr_round_trip(cr_study: list[Path], tmp_path: Path) -> None:
@@ -140,3 +157,43 @@ def test_sr_round_trip(cr_study: list[Path], tmp_path: Path) -> None:
     assert decisions == ["Absent", "Absent", "Absent", "Present"]
     # SR and SEG are clinical objects filed with the patient: they carry its patient module.
     assert again.PatientID == PLANTED_ID
+    assert again.SeriesDescription.startswith("medvl")
+    assert "CodingSchemeIdentificationSequence" not in again  # SNOMED and DCM codes only
+    result.images[0].findings[0].finding = "Lung Opacity"  # a 99MEDVL code: declared
+    (scheme,) = build_findings_report(result, sources).CodingSchemeIdentificationSequence
+    assert scheme.CodingSchemeDesignator == "99MEDVL"
+    assert "/" not in str(again.ContentSequence)  # the algorithm is named, not a path
+
+
+def test_json_is_written_last_and_atomically(cr_study: list[Path], tmp_path: Path) -> None:
+    result, _ = _result(cr_study)
+    out = tmp_path / "out"
+    written = export_study(result, out)
+    json_time = (out / "result.json").stat().st_mtime_ns
+    assert all(p.stat().st_mtime_ns <= json_time for p in written) and len(written) == 3
+    assert not list(out.glob(".*tmp"))
+
+
+def test_spacing_prefers_pixel_spacing_then_corrects_imager_spacing() -> None:
+    ds = pydicom.Dataset()
+    assert physical_spacing(ds) == (None, None)
+    ds.ImagerPixelSpacing = [0.2, 0.2]
+    assert physical_spacing(ds) == ((0.2, 0.2), IMAGER_UNCORRECTED)
+    ds.EstimatedRadiographicMagnificationFactor = 1.1
+    spacing, source = physical_spacing(ds)
+    assert spacing == pytest.approx((0.2 / 1.1, 0.2 / 1.1)) and source == IMAGER_CORRECTED
+    area = SegmentMask("lungs", np.ones((10, 10), bool), 1.0, spacing).area_mm2
+    assert area == pytest.approx(100 * 0.04 / 1.21)  # 21% smaller than the detector-plane area
+    ds.PixelSpacing = [0.15, 0.15]
+    assert physical_spacing(ds) == ((0.15, 0.15), PIXEL_SPACING)
+
+
+def test_sources_missing_type2_attributes_still_export(cr_study: list[Path], tmp_path) -> None:
+    for path in cr_study:
+        ds = pydicom.dcmread(path)
+        del ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName, ds.AccessionNumber
+        ds.save_as(path)
+    result, _ = _result(cr_study)
+    written = export_study(result, tmp_path / "out")
+    seg = pydicom.dcmread(next(p for p in written if p.name.startswith("seg_")))
+    assert seg.PatientBirthDate == "" and seg.AccessionNumber == ""

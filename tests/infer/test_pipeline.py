@@ -71,7 +71,7 @@ def test_study_to_json_seg_sr(
         if pydicom.dcmread(p, stop_before_pixels=True).ViewPosition in ("PA", "AP")
     ]
     assert len(result.images) == len(frontal_eligible) >= 1
-    skipped = {s.file: s.reason for s in result.skipped}
+    skipped = {s.path.name: s.reason for s in result.skipped}
     assert "lateral.dcm" in skipped and "view LL" in skipped["lateral.dcm"]
     assert "notes.txt" in skipped and "truncated.dcm" in skipped
     assert all(len(image.findings) == 14 for image in result.images)

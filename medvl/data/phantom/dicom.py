@@ -9,8 +9,10 @@ the stored range; WindowCenter/Width cover it exactly, so a reader that applies 
 (and inverts MONOCHROME1 once) gets back the rendered display values.
 
 Identifiers are synthetic: PatientName ``PHANTOM^<n>``, PatientID ``PHANTOM<n>``, UIDs from
-``pydicom.uid.generate_uid`` with deterministic entropy (seed, study, image), dates drawn from
-the study's random stream. Nothing here is logged.
+``pydicom.uid.generate_uid`` with deterministic entropy (seed, study, image), one study date and
+time per study from its own ``(seed, study)`` stream, so every image of a study agrees. Files
+say PatientIdentityRemoved YES with the :data:`DEIDENTIFICATION_METHOD` that makes it true.
+Nothing here is logged.
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medvl.data.sources.iu.headers import FRONTAL_VIEWS, IUHeader, header_image_id
+from medvl.io.codecs.encode import compress
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_PRESENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 DEFAULT_FIELD_MM = 430.0  # 17-inch cassette, the common chest field
 MIN_BITS, MAX_BITS = 12, 16
+DATE_STREAM = 0xDA7E  # the study date/time stream: independent of the rendering draws
+# PatientIdentityRemoved YES needs a method (PS3.3 C.7.1.1, Type 1C); a phantom has no patient.
+DEIDENTIFICATION_METHOD = "Synthetic phantom: no patient; identifiers generated"
 
 
 @dataclass(frozen=True)
@@ -105,9 +111,13 @@ class Identity:
     study_id: str
 
 
-def make_identity(seed: int, index: int, image: int, rng: np.random.Generator) -> Identity:
-    """Deterministic UIDs and a random (but seeded) date for image ``image`` of study ``index``."""
+def make_identity(seed: int, index: int, image: int) -> Identity:
+    """Deterministic UIDs and a seeded date/time for image ``image`` of study ``index``.
+
+    The date and time depend on ``(seed, index)`` only: every image of a study shares them.
+    """
     entropy = [f"medvl-phantom:{seed}:{index}"]
+    rng = np.random.default_rng([seed, index, DATE_STREAM])
     day = int(rng.integers(0, 365 * 4))
     date = np.datetime64("2011-01-01") + np.timedelta64(day, "D")
     seconds = int(rng.integers(7 * 3600, 19 * 3600))
@@ -122,6 +132,13 @@ def make_identity(seed: int, index: int, image: int, rng: np.random.Generator) -
         series_number=image + 1,
         study_id=f"{index % 10**6:06d}",
     )
+
+
+def chest_code() -> Dataset:
+    """The anatomic region code for the chest (SNOMED CT 43799004, CID 4009)."""
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "43799004", "SCT", "Chest"
+    return item
 
 
 def stored_values(pixels: np.ndarray, choice: HeaderChoice, rng: np.random.Generator):
@@ -170,6 +187,7 @@ def build_dataset(
     ds.PatientName, ds.PatientID = identity.patient_name, identity.patient_id
     ds.PatientBirthDate, ds.PatientSex = "", "O"
     ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = view
     if choice.kvp:
@@ -181,6 +199,12 @@ def build_dataset(
     if choice.modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.PixelIntensityRelationship, ds.PixelIntensityRelationshipSign = "LOG", 1
+        # DX Anatomy Imaged, Detector, Positioning and Acquisition Context: the chest (an
+        # unpaired region) and Type 2 attributes a phantom does not know, present and empty.
+        ds.ImageLaterality = "U"
+        ds.AnatomicRegionSequence = [chest_code()]
+        ds.DetectorType, ds.PositionerType = "", ""
+        ds.AcquisitionContextSequence = []
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = choice.photometric
     ds.Rows, ds.Columns = stored.shape
@@ -196,8 +220,14 @@ def build_dataset(
     return ds
 
 
-def write_dataset(path: Path, ds: Dataset) -> str:
-    """Write ``ds`` as a DICOM Part 10 file; return the sha256 of the bytes written."""
+def write_dataset(path: Path, ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> str:
+    """Write ``ds`` as a DICOM Part 10 file; return the sha256 of the bytes written.
+
+    A ``transfer_syntax`` other than Explicit VR Little Endian compresses the pixels first,
+    losslessly (RLE, JPEG-LS, JPEG 2000, HTJ2K: :func:`medvl.io.codecs.encode.compress`).
+    """
+    if transfer_syntax != ExplicitVRLittleEndian:
+        compress(ds, transfer_syntax)
     buffer = io.BytesIO()
     dcmwrite(buffer, ds, enforce_file_format=True)
     data = buffer.getvalue()

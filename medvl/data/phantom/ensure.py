@@ -61,11 +61,11 @@ def ensure_phantoms(config: PhantomConfig, folder: str | Path, progress: bool = 
     progress
         Show the generator's progress bar.
     """
-    from accelerate import PartialState
+    from medvl.data.processes import process_state
 
     folder = Path(folder)
     wanted = phantom_hash(config)
-    state = PartialState()
+    state = process_state()
     with state.main_process_first():
         found = recorded_hash(folder)
         if found == wanted:
@@ -87,5 +87,6 @@ def ensure_phantoms(config: PhantomConfig, folder: str | Path, progress: bool = 
                 config.n_studies, folder, seed=config.seed, size=config.size,
                 workers=config.workers, reports=config.reports,
                 label_source=config.label_source, progress=progress,
+                transfer_syntax=config.transfer_syntax,
             )  # fmt: skip
     return (folder / STUDIES_MANIFEST).resolve()

@@ -36,7 +36,7 @@ from typing import Literal
 
 import numpy as np
 
-from medvl.data.phantom.config import PhantomConfig, phantom_hash
+from medvl.data.phantom.config import UNCOMPRESSED, PhantomConfig, phantom_hash
 from medvl.data.phantom.dicom import (
     HeaderSampler,
     build_dataset,
@@ -72,6 +72,7 @@ class _Context:
     out_dir: Path
     size: int
     seed: int
+    transfer_syntax: str = UNCOMPRESSED
 
 
 _CONTEXT: _Context | None = None
@@ -170,11 +171,11 @@ def render_study(
             rendered = render_frontal(plan, rng, context.size, spacing, context.banks)
             orientation = ("L", "F")
         image_id = f"{study_id}-{k + 1}-{view.lower()}"
-        identity = make_identity(context.seed, index, k, rng)
+        identity = make_identity(context.seed, index, k)
         stored, window = stored_values(rendered.pixels, choice, rng)
         ds = build_dataset(stored, window, choice, identity, view, orientation, spacing)
         path = context.out_dir / "images" / study_id / f"{image_id}.dcm"
-        digest = write_dataset(path, ds)
+        digest = write_dataset(path, ds, context.transfer_syntax)
         masks = _save_masks(context.out_dir / "masks" / study_id / image_id, rendered.masks)
         record = ImageRecord(
             path=str(path),
@@ -274,6 +275,7 @@ def generate_phantoms(
     label_source: Literal["mesh", "labeler"] = "mesh",
     studies: list[Study] | None = None,
     progress: bool = True,
+    transfer_syntax: str = UNCOMPRESSED,
 ) -> Path:
     """Generate ``n_studies`` phantom studies under ``out_dir``; return the studies manifest.
 
@@ -298,6 +300,8 @@ def generate_phantoms(
         ``config_hash``, so :func:`~medvl.data.phantom.ensure_phantoms` never reuses it.
     progress
         Show a tqdm progress bar.
+    transfer_syntax
+        The images' transfer syntax UID: uncompressed, or a lossless one (HTJ2K included).
     """
     from tqdm import tqdm
 
@@ -308,6 +312,7 @@ def generate_phantoms(
         workers=workers,
         reports=reports,
         label_source=label_source,
+        transfer_syntax=transfer_syntax,
     )
     key = None
     if studies is None:
@@ -317,7 +322,9 @@ def generate_phantoms(
         key = phantom_hash(wanted)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    context = _Context(load_banks(), HeaderSampler(load_header_table()), out_dir, size, seed)
+    context = _Context(
+        load_banks(), HeaderSampler(load_header_table()), out_dir, size, seed, transfer_syntax
+    )
     tasks = list(enumerate(pair_reports(studies, n_studies, seed)))
     results = []
     bar = tqdm(total=len(tasks), desc="phantoms", unit="study", disable=not progress)
@@ -343,6 +350,7 @@ def generate_phantoms(
         "size": size,
         "reports": reports if key else "studies passed by the caller",
         "label_source": label_source if key else None,
+        "transfer_syntax": transfer_syntax,
         "config_hash": key,
         "n_images": sum(len(r[0].images) for r in results),
         "lung_templates": len(context.banks.lungs),

@@ -27,3 +27,12 @@ def test_hash_follows_the_fields_that_change_the_bytes_only() -> None:
 def test_config_rejects_impossible_phantoms(key: str, value: int) -> None:
     with pytest.raises(ValueError, match=key):
         PhantomConfig(**{key: value})
+
+
+def test_generator_version_is_hashed_so_older_folders_regenerate(monkeypatch) -> None:
+    from medvl.data.phantom import config
+
+    base = PhantomConfig(n_studies=10, size=64)
+    before = phantom_hash(base)
+    monkeypatch.setattr(config, "GENERATOR_VERSION", config.GENERATOR_VERSION - 1)
+    assert phantom_hash(base) != before

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import subprocess
 
 import numpy as np
 import pydicom
@@ -11,6 +14,7 @@ import pytest
 from medvl.data.phantom.dicom import (
     CR_STORAGE,
     DEFAULT_FIELD_MM,
+    DEIDENTIFICATION_METHOD,
     DX_PRESENTATION_STORAGE,
     HeaderChoice,
     HeaderSampler,
@@ -66,7 +70,7 @@ def gradient(size: int = 48) -> np.ndarray:
 def write(tmp_path, name: str, pixels: np.ndarray, choice: HeaderChoice, seed: int = 0):
     rng = np.random.default_rng(seed)
     stored, window = stored_values(pixels, choice, rng)
-    identity = make_identity(0, 1, 0, rng)
+    identity = make_identity(0, 1, 0)
     ds = build_dataset(stored, window, choice, identity, "PA", ("L", "F"), 0.4)
     path = tmp_path / f"{name}.dcm"
     write_dataset(path, ds)
@@ -141,8 +145,43 @@ def test_sampler_prefers_the_real_image_row_then_its_view_class():
 
 
 def test_identity_is_deterministic_and_synthetic():
-    a = make_identity(7, 12, 1, np.random.default_rng(1))
-    b = make_identity(7, 12, 1, np.random.default_rng(1))
-    c = make_identity(8, 12, 1, np.random.default_rng(1))
+    a, b, c = make_identity(7, 12, 1), make_identity(7, 12, 1), make_identity(8, 12, 1)
     assert a == b and a.sop_uid != c.sop_uid
     assert a.patient_name == "PHANTOM^000012" and pydicom.uid.UID(a.sop_uid).is_valid
+
+
+def test_images_of_one_study_share_its_date_and_time_only():
+    first, second = make_identity(7, 12, 0), make_identity(7, 12, 1)
+    assert first.study_uid == second.study_uid and first.sop_uid != second.sop_uid
+    assert (first.study_date, first.study_time) == (second.study_date, second.study_time)
+    others = {
+        (make_identity(7, i, 0).study_date, make_identity(7, i, 0).study_time) for i in range(20)
+    }
+    assert len(others) == 20  # still drawn per study, not one constant
+
+
+def test_identity_removed_says_how(tmp_path):
+    path = write(tmp_path, "a", gradient(), HeaderChoice.from_header(header()))
+    ds = pydicom.dcmread(path)
+    assert ds.PatientIdentityRemoved == "YES"
+    assert (
+        ds.DeidentificationMethod == DEIDENTIFICATION_METHOD
+        and len(ds.DeidentificationMethod) <= 64
+    )
+
+
+@pytest.mark.pacs
+@pytest.mark.parametrize("modality", ["CR", "DX"])
+def test_dciodvfy_finds_no_errors(tmp_path, modality):
+    program = shutil.which("dciodvfy")
+    if program is None:
+        message = "dciodvfy is not installed; run: apt-get install -y dicom3tools"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    choice = HeaderChoice.from_header(header(modality=modality))
+    path = write(tmp_path, modality, gradient(), choice)
+    done = subprocess.run([program, str(path)], capture_output=True, text=True, timeout=60)
+    lines = (done.stdout + done.stderr).splitlines()
+    assert [x for x in lines if x.startswith("Error")] == []
+    assert pydicom.dcmread(path).Modality == modality

@@ -1,0 +1,125 @@
+"""One multi-frame DICOM SEG (highdicom) per segmented CT series, referencing every slice.
+
+highdicom derives the frame geometry from the source slices: the shared Plane Orientation and
+Pixel Measures (PixelSpacing, SliceThickness and SpacingBetweenSlices of the series) and, per
+frame, the Plane Position of the slice it lies on plus a Derivation Image reference to it. Every
+source instance is listed in the Referenced Series Sequence; frames where a structure is absent
+are omitted (a 133-slice series x 11 structures would otherwise be 1,463 mostly empty frames).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+
+from medvl.data.ct_example.structures import PROPERTY_TYPES
+from medvl.infer.codes import coding_scheme_identification, structure_codes, uses_local_scheme
+from medvl.infer.seg import (
+    MANUFACTURER,
+    SEG_ALGORITHM,
+    SEG_SERIES_DESCRIPTION,
+    algorithm_identification,
+    algorithm_version,
+)
+from medvl.infer.volume_result import SeriesSegmentation
+
+
+def volume_structure_codes(name: str) -> tuple[Code, Code]:
+    """(category, type): SNOMED CT organ codes for the CT structures, else the radiograph ones."""
+    if name in PROPERTY_TYPES:
+        return codes.SCT.AnatomicalStructure, PROPERTY_TYPES[name]
+    return structure_codes(name)
+
+
+def build_volume_segmentation(
+    sources: list[Dataset],
+    series: SeriesSegmentation,
+    weights_sha256: str | None = None,
+    series_number: int = 901,
+) -> hd.seg.Segmentation:
+    """A BINARY multi-frame SEG of every segment of ``series`` on its slices ``sources``.
+
+    ``sources`` are the slice datasets in the series' slice order (mask z lies on source z).
+
+    Raises
+    ------
+    ValueError
+        No segments, or a mask that does not match the slice count or Rows x Columns.
+    """
+    if not series.segments:
+        raise ValueError("no segments to write")
+    shape = (len(sources), int(sources[0].Rows), int(sources[0].Columns))
+    for segment in series.segments:
+        if segment.mask.shape != shape:
+            raise ValueError(
+                f"mask for {segment.structure} is {segment.mask.shape}, series {shape}"
+            )
+    version = algorithm_version(weights_sha256)
+    algorithm = algorithm_identification(SEG_ALGORITHM, version)
+    descriptions = []
+    for number, segment in enumerate(series.segments, start=1):
+        category, prop = volume_structure_codes(segment.structure)
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=segment.structure[:64],
+                segmented_property_category=category,
+                segmented_property_type=prop,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                tracking_uid=generate_uid(),
+                tracking_id=f"medvl {segment.structure}"[:64],
+            )
+        )
+    pixels = np.stack([s.mask.astype(bool) for s in series.segments], axis=-1)
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=SEG_ALGORITHM,
+        software_versions=version,
+        device_serial_number="0",
+        series_description=SEG_SERIES_DESCRIPTION,
+    )
+    if any(uses_local_scheme(*volume_structure_codes(s.structure)) for s in series.segments):
+        seg.CodingSchemeIdentificationSequence = coding_scheme_identification()
+    return seg
+
+
+def write_series_segmentations(
+    results: list[SeriesSegmentation],
+    out_dir: Path,
+    weights_sha256: str | None,
+    prepare: Callable[[Dataset], Dataset] = lambda ds: ds,
+) -> list[Path]:
+    """Write ``seg_<series hash>.dcm`` for every series where a structure was found.
+
+    ``prepare`` fills what the SEG copies from a source but the source may lack (Type 2
+    patient and study attributes, :func:`medvl.infer.export._with_type2`).
+    """
+    written = []
+    for series in results:
+        if not any(s.voxels for s in series.segments):
+            continue  # nothing to draw; the JSON still reports every structure (0 mL)
+        sources = [
+            prepare(pydicom.dcmread(p, stop_before_pixels=True)) for p in series.source_paths
+        ]
+        seg = build_volume_segmentation(sources, series, weights_sha256)
+        path = out_dir / f"seg_{series.series_uid_hash}.dcm"
+        seg.save_as(path)
+        written.append(path)
+    return written
