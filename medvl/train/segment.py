@@ -14,7 +14,8 @@ The job, in order:
    structure on the validation split.
 4. **Report**: the best (or last) weights are saved with ``save_pretrained`` to
    ``OUT/model``; the validation and test splits get Dice, HD95 and NSD per structure in
-   ``OUT/metrics.json`` (per case in ``OUT/cases_<split>.jsonl``) and overlay PNGs.
+   ``OUT/metrics.json`` (per case in ``OUT/cases_<split>.jsonl``) and overlay PNGs. With
+   ``eval.before`` the same splits are scored with the untrained decoder too (``"before"``).
 
 ``OUT`` is the job's ``output_dir``. It also holds the resolved ``config.yaml``, the generated
 phantoms (``phantoms/``, unless ``data.path`` says otherwise) and the engine run (``train/``:
@@ -72,6 +73,7 @@ class SegEvalConfig:
     overlays: int = 8
     batch_size: int = 16
     splits: tuple[str, ...] = ("val", "test")  # evaluated at the end, when present
+    before: bool = False  # also evaluate these splits before training (metrics.json "before")
 
 
 @dataclass
@@ -105,6 +107,7 @@ class SegmentResult:
     n_val: int
     failures: int
     encoded: int
+    metrics_before: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def _reader_id(config: SegmentConfig) -> str:
@@ -159,7 +162,9 @@ def run_segment_finetune(config: SegmentConfig) -> SegmentResult:
     failures += [Failure(paths[i], reason) for i, reason in encoded.failures.items()]
     store = FeatureStore(cache, encoded.refs, config.cache.preload, config.cache.max_preload_gib)
     prepared = {
-        name: prepare_samples(split, image_index, encoded.refs, config.model.img_size)
+        name: prepare_samples(
+            split, image_index, encoded.refs, config.model.img_size, config.model.preprocessing
+        )
         for name, split in by_split.items()
     }
     for part in prepared.values():
@@ -200,6 +205,9 @@ def run_segment_finetune(config: SegmentConfig) -> SegmentResult:
     with torch.no_grad():
         initial = eval_fn(model)["dice"]
     logger.info("validation Dice before training: %.4f", initial)
+    before: dict[str, dict[str, dict[str, float]]] = {}
+    if config.eval.before and main:
+        before = _split_metrics(model, config, prepared, store, encoder_frozen, ground_truth)
     loader = engine.make_loader(train_set)
     train_result = engine.fit(model, loader, loss_fn, eval_fn)
     model = engine.accelerator.unwrap_model(model)
@@ -216,47 +224,56 @@ def run_segment_finetune(config: SegmentConfig) -> SegmentResult:
             data_source=config.data.source,
         )  # fmt: skip
         model.save_pretrained(model_dir)
-        metrics = _final_report(
-            model, config, prepared, store, encoder_frozen, ground_truth, reader, out_dir
+        metrics = _split_metrics(
+            model, config, prepared, store, encoder_frozen, ground_truth, (reader, out_dir)
         )
         summary = {"initial_val_dice": initial, "splits": metrics}
+        if before:
+            summary["before"] = before
         (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     engine.accelerator.wait_for_everyone()
     return SegmentResult(
         output_dir=out_dir, model_dir=model_dir, train=train_result, initial_dice=initial,
         metrics=metrics, n_train=len(train_set), n_val=len(val_set), failures=len(failures),
-        encoded=encoded.computed,
+        encoded=encoded.computed, metrics_before=before,
     )  # fmt: skip
 
 
-def _final_report(
+def _split_metrics(
     model: torch.nn.Module,
     config: SegmentConfig,
     prepared: dict[str, PreparedSet],
     store: FeatureStore,
     encoder_frozen: bool,
     ground_truth: GroundTruth,
-    reader: Any,
-    out_dir: Path,
+    report: tuple[Any, Path] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Full metrics (Dice, HD95, NSD) and overlays for each configured split."""
+    """Full metrics (Dice, HD95, NSD) for each configured split.
+
+    With ``report`` (an image reader and the job folder), also the overlays and the per-case
+    ``cases_<split>.jsonl`` of the final report.
+    """
     model.eval()
     metrics = {}
     for split in config.eval.splits:
         part = prepared.get(split)
         if part is None or not (part.samples or part.empty):
             continue
+        reader, out_dir = report or (None, None)
         cases = evaluate_prepared(
             model, SamSegDataset(part.samples, store), config.prompts, encoder_frozen,
             ground_truth, part.empty, distances=True, tolerance_mm=config.eval.tolerance_mm,
-            batch_size=config.eval.batch_size, overlay_dir=out_dir / "overlays" / split,
-            max_overlays=config.eval.overlays, read_image=reader,
+            batch_size=config.eval.batch_size,
+            overlay_dir=out_dir / "overlays" / split if out_dir else None,
+            max_overlays=config.eval.overlays if out_dir else 0, read_image=reader,
         )  # fmt: skip
         metrics[split] = summarize_cases(cases)
-        with (out_dir / f"cases_{split}.jsonl").open("w") as fh:
-            for row in cases_to_rows(cases):
-                fh.write(json.dumps(row) + "\n")
-        logger.info("%s: %s", split, json.dumps(metrics[split].get("all", {})))
+        if out_dir is not None:
+            with (out_dir / f"cases_{split}.jsonl").open("w") as fh:
+                for row in cases_to_rows(cases):
+                    fh.write(json.dumps(row) + "\n")
+        stage = "after training" if report else "before training"
+        logger.info("%s %s: %s", split, stage, json.dumps(metrics[split].get("all", {})))
     return metrics
 
 
