@@ -18,7 +18,10 @@ import typer
 from medvl.cli.common import (
     CONFIG_OPTION,
     OVERRIDES_ARGUMENT,
+    echo_main,
+    exit_on_error,
     job_config,
+    output_folder,
     save_resolved,
     setup_logging,
 )
@@ -57,7 +60,8 @@ def ingest_command(
             f"warning: {SALT_ENV} is not set; patient keys are unsalted hashes of PatientID",
             err=True,
         )
-    try:
+    output_folder(out)
+    with exit_on_error():
         result = ingest_directory(
             root,
             out,
@@ -67,15 +71,15 @@ def ingest_command(
             chunk_size=cfg.chunk_size,
             progress=True,
         )
-    except FileNotFoundError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
-    save_resolved(cfg, out)
+    from medvl.data.processes import process_state
+
+    if process_state().is_main_process:  # torchrun: the main rank wrote the manifests
+        save_resolved(cfg, out)
     summary = result.summary()
-    typer.echo(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
-    typer.echo(f"manifest: {result.manifest}")
+    echo_main(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
+    echo_main(f"manifest: {result.manifest}")
     if result.failures:
-        typer.echo(f"{len(result.failures)} files skipped; reasons in {result.failures_file}")
+        echo_main(f"{len(result.failures)} files skipped; reasons in {result.failures_file}")
 
 
 def info_command(
@@ -86,14 +90,11 @@ def info_command(
 ) -> None:
     """Print the safe metadata of one DICOM file as JSON (no patient identifiers)."""
     from medvl.data.ingest import file_sha256
-    from medvl.io.dicom import DicomReadError, read_dicom
+    from medvl.io.dicom import read_dicom
 
-    try:
+    with exit_on_error():
         image = read_dicom(file, decode=decode)
         content_hash = file_sha256(file)
-    except DicomReadError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     info = {
         f.name: getattr(image, f.name)
         for f in dataclasses.fields(image)
@@ -108,7 +109,7 @@ def info_command(
             "max": float(pixels.max()),
             "mean": float(pixels.mean()),
         }
-    typer.echo(json.dumps(info, indent=2, default=list))
+    echo_main(json.dumps(info, indent=2, default=list))
 
 
 def register(app: typer.Typer) -> None:

@@ -17,8 +17,10 @@ import typer
 from medvl.cli.common import (
     CONFIG_OPTION,
     OVERRIDES_ARGUMENT,
+    echo_main,
     exit_on_error,
     job_config,
+    output_folder,
     save_resolved,
     setup_logging,
 )
@@ -49,9 +51,13 @@ def _run_job(
     """Resolve the job config, run it with progress, save the resolved config; exit 1 on error."""
     setup_logging(verbose)
     job = job_config(job_type, config, overrides)
+    output_folder(out)
     with exit_on_error():
         result = runner(model, data, out, job, progress=_progress(description))
-    save_resolved(job, out)
+    from medvl.data.processes import process_state
+
+    if process_state().is_main_process:  # torchrun: the main rank wrote the results
+        save_resolved(job, out)
     return result
 
 
@@ -76,7 +82,7 @@ def zeroshot_command(
     macro = result["classification"]["macro"]
     counts = result["counts"]
     auroc = "n/a" if macro["auroc"] is None else f"{macro['auroc']:.3f}"
-    typer.echo(
+    echo_main(
         f"{counts['images']} images ({counts['failures']} unreadable), macro AUROC {auroc} "
         f"over {macro['n_findings']} findings; results in {out}"
     )
@@ -100,7 +106,7 @@ def evaluate_command(
     result = _run_job(RetrievalJob, run_retrieval, "retrieval", model, data, out, config,
                       overrides, verbose)  # fmt: skip
     i2t, t2i = result["retrieval"]["image_to_text"], result["retrieval"]["text_to_image"]
-    typer.echo(
+    echo_main(
         f"image->report R@1 {i2t['R@1']:.3f} R@5 {i2t['R@5']:.3f} R@10 {i2t['R@10']:.3f} "
         f"(chance R@5 {i2t['chance']['R@5']:.3f}); report->image R@5 {t2i['R@5']:.3f}; "
         f"results in {out}"

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from medvl.data.ingest import file_sha256
+from medvl.data.processes import process_state, shard
 from medvl.data.records import Failure, ImageRecord
 
 __all__ = ["CACHE_FORMAT", "CacheBuildResult", "TensorCache", "build_cache"]
@@ -265,6 +266,20 @@ def _identity(item: Any) -> Any:
     return item
 
 
+def _merge_ranks(result: CacheBuildResult, todo: list[ImageRecord], state: Any) -> None:
+    """After every rank stored its share: the whole cache, counts and failures on each rank
+    (failures in record order, as one process lists them)."""
+    from accelerate.utils import gather_object
+
+    state.wait_for_everyone()  # every rank's shards are renamed into place
+    result.cache.refresh()
+    added = gather_object([result.added])
+    failures = [f for share in gather_object([result.failures]) for f in share]
+    order = {r.path: i for i, r in enumerate(todo)}
+    result.added = sum(added)
+    result.failures = sorted(failures, key=lambda f: order.get(f.path, len(order)))
+
+
 def build_cache(
     records: Iterable[ImageRecord],
     root: str | os.PathLike,
@@ -312,7 +327,12 @@ def build_cache(
         queued.add(record.content_hash)
         todo.append(record)
     result = CacheBuildResult(cache=cache)
-    items = _DecodeItems(todo, eval_transforms(pipeline), set(cache.keys()))
+    state = process_state()  # under torchrun each rank decodes every N-th missing image
+    mine = shard(todo, state)
+    if state.num_processes > 1:
+        logger.info("rank %d/%d decodes %d of %d images", state.process_index,
+                    state.num_processes, len(mine), len(todo))  # fmt: skip
+    items = _DecodeItems(mine, eval_transforms(pipeline), set(cache.keys()))
     loader = DataLoader(items, batch_size=None, num_workers=workers, collate_fn=_identity)
 
     def decoded() -> Iterator[tuple[str, np.ndarray]]:
@@ -323,6 +343,8 @@ def build_cache(
                 result.failures.append(Failure(path=key, reason=payload))
 
     result.added = cache.put_many(decoded())
+    if state.num_processes > 1:
+        _merge_ranks(result, todo, state)
     result.reused = len(records) - result.added - len(result.failures)
     logger.info(
         "cache %s: %d added, %d failures, %d entries in all",

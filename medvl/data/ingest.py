@@ -7,11 +7,20 @@ extension needed), reads each header in a pool of worker processes with
 * ``images.jsonl``: one :class:`~medvl.data.records.ImageRecord` per usable image, sorted by path;
 * ``failures.jsonl``: one :class:`~medvl.data.records.Failure` (path, reason) per unusable file.
 
-Every file ends up in exactly one of the two, so a corpus with bad files always completes and the
-counts add up. Files are judged by content, never by name: a file without the ``DICM`` marker is
-still read if pydicom finds an image header in it, and non-DICOM files are recorded as failures
-with the reason. A ``DICOMDIR`` is an index, not an image: the files it references are added to
-the walk (once each, by resolved path) and a referenced file that is missing becomes a failure.
+Every path the walk meets ends up in exactly one of the two, so a corpus with bad files always
+completes and the counts add up. Entries that are not regular files are failures named for what
+they are, judged from ``lstat`` alone (a FIFO is never opened: reading one blocks forever): a
+dangling symbolic link, a link to a folder (not followed), a second link to a file already
+read, a named pipe, a device, a socket. Files are judged by content, never by name: a file
+without the ``DICM`` marker is still read if pydicom finds an image header in it, and non-DICOM
+files are recorded as failures with the reason. A ``DICOMDIR`` is an index, not an image: the
+files it references are added to the walk (once each, by resolved path) and a referenced file
+that is missing becomes a failure.
+
+Duplicate SOPInstanceUIDs: two files claiming the same instance would be two records with one
+``image_id``. The rule: the file whose path sorts first is kept; every other one becomes a
+failure saying whether it is a byte-identical copy or a conflicting file, and
+``summary()["duplicate_uids"]`` counts them.
 
 Records carry no PHI: UIDs are hashed, ``patient_key`` is a salted hash of PatientID (the hashed
 StudyInstanceUID when PatientID is empty), and ``content_hash`` is the sha256 of the file bytes,
@@ -25,14 +34,22 @@ import hashlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from medvl.data.records import Failure, ImageRecord, image_record, write_manifest
+from medvl.data.file_walk import Outcome, dicomdir_entries, new_references, walk_files
+from medvl.data.processes import from_main_process, gather_shares, process_state, shard
+from medvl.data.records import (
+    Failure,
+    ImageRecord,
+    header_demographics,
+    image_record,
+    write_manifest,
+)
+from medvl.io.durable import disk_full_as_error
 
 __all__ = [
     "FAILURES_FILE",
@@ -49,12 +66,9 @@ logger = logging.getLogger(__name__)
 
 IMAGES_FILE = "images.jsonl"
 FAILURES_FILE = "failures.jsonl"
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 CRASH_REASON = "reading this file crashed the worker process (decoder fault); file skipped"
-
-Outcome = tuple[str, Any]
-"""What a worker returns for one path: ("image", record dict), ("dicomdir", [paths]) or
-("failure", reason)."""
+ID_TAGS = ("PatientID",)  # hashed into patient_key, never stored
+DEMOGRAPHIC_TAGS = ("PatientSex", "PatientAge", "Manufacturer")  # subgroup fields, no IDs
 
 
 @dataclass
@@ -77,6 +91,7 @@ class IngestResult:
     files_seen: int = 0
     dicomdirs: int = 0
     duplicates: int = 0
+    duplicate_uids: int = 0
 
     def summary(self) -> dict[str, int]:
         """Counts for logs and the CLI: files seen, images, failures, DICOMDIRs, duplicates."""
@@ -86,6 +101,7 @@ class IngestResult:
             "failures": len(self.failures),
             "dicomdirs": self.dicomdirs,
             "duplicate_contents": self.duplicates,
+            "duplicate_uids": self.duplicate_uids,
         }
 
 
@@ -122,11 +138,11 @@ def inspect_file(path: str, salt: str = "", decode_check: bool = False) -> Outco
     try:
         image = read_dicom(path, decode=decode_check)
     except DicomReadError as err:
-        referenced = _dicomdir_entries(path)
+        referenced = dicomdir_entries(path)
         return ("dicomdir", referenced) if referenced is not None else ("failure", err.reason)
     try:
         ids = pydicom.dcmread(
-            path, stop_before_pixels=True, specific_tags=["PatientID"], force=True
+            path, stop_before_pixels=True, specific_tags=[*ID_TAGS, *DEMOGRAPHIC_TAGS], force=True
         )
         content_hash = file_sha256(path)
     except OSError as err:
@@ -134,49 +150,12 @@ def inspect_file(path: str, salt: str = "", decode_check: bool = False) -> Outco
     except Exception as err:  # header was valid a moment ago; the file changed under us
         return ("failure", f"header became unreadable while ingesting ({type(err).__name__})")
     pseudonym = patient_key(str(ids.get("PatientID", "") or ""), salt)
+    demographics = header_demographics(*(str(ids.get(t, "") or "") for t in DEMOGRAPHIC_TAGS))
     record = image_record(
         image, path, image.sop_uid_hash or content_hash[:16],
-        pseudonym or image.study_uid_hash, content_hash,
+        pseudonym or image.study_uid_hash, content_hash, demographics,
     )  # fmt: skip
     return ("image", asdict(record))
-
-
-def _dicomdir_entries(path: str) -> list[str] | None:
-    """Absolute paths a DICOMDIR references, or ``None`` when ``path`` is not a DICOMDIR.
-
-    Read from the directory records' ReferencedFileID (relative to the DICOMDIR's folder), so
-    references to missing files are kept and reported. Media written on other systems often
-    store upper-case IDs for lower-case names; a case-insensitive match is used then.
-    """
-    import pydicom
-
-    try:
-        meta = pydicom.filereader.read_file_meta_info(path)
-    except Exception:
-        return None
-    if str(meta.get("MediaStorageSOPClassUID", "")) != MEDIA_STORAGE_DIRECTORY:
-        return None
-    try:
-        records = pydicom.dcmread(path).get("DirectoryRecordSequence") or []
-        file_ids = [r.ReferencedFileID for r in records if r.get("ReferencedFileID")]
-    except Exception as err:
-        logger.warning("%s: DICOMDIR could not be parsed (%s); relying on the walk", path, err)
-        return []
-    base = os.path.dirname(os.path.abspath(path))
-    parts = ([str(f)] if isinstance(f, str) else [str(c) for c in f] for f in file_ids)
-    return [_resolve_file_id(base, components) for components in parts]
-
-
-def _resolve_file_id(base: str, components: list[str]) -> str:
-    """Join a ReferencedFileID onto ``base``, matching each component case-insensitively."""
-    current = base
-    for component in components:
-        exact = os.path.join(current, component)
-        if not os.path.exists(exact) and os.path.isdir(current):
-            matches = [n for n in os.listdir(current) if n.lower() == component.lower()]
-            exact = os.path.join(current, matches[0]) if matches else exact
-        current = exact
-    return current
 
 
 def _inspect_chunk(paths: Sequence[str], salt: str, decode_check: bool) -> list[Outcome]:
@@ -248,22 +227,6 @@ def _pool_pass(
     return broken
 
 
-def _walk(root: Path, skip: Path | None) -> Iterator[str]:
-    """Each regular file below ``root`` once (by real path); symlinked folders are not followed."""
-    seen: set[str] = set()
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        dirs.sort()
-        if skip is not None:
-            dirs[:] = [d for d in dirs if (here / d).resolve() != skip]
-        for name in sorted(files):
-            full = here / name
-            real = os.path.realpath(full)
-            if full.is_file() and real not in seen:
-                seen.add(real)
-                yield os.path.abspath(full)
-
-
 def _chunk_size(n: int, workers: int, requested: int) -> int:
     if requested > 0:
         return requested
@@ -311,12 +274,26 @@ def ingest_directory(
     if not root_path.is_dir():
         raise FileNotFoundError(f"{root_path}: not a folder")
     skip = out_path if out_path != root_path else None
-    paths = sorted(_walk(root_path, skip))
+    paths, refused = walk_files(root_path, skip)
+    paths.sort()
     workers = max(1, int(workers))
     args = (salt, decode_check)
-    outcomes: dict[str, Outcome] = {}
+    state = process_state()
+    outcomes: dict[str, Outcome] = dict(refused)
     with tqdm(total=len(paths), unit="file", desc="ingest", disable=not progress) as bar:
-        pending = paths
+        pending = shard(paths, state)  # under torchrun each rank reads every N-th file
+        if state.num_processes > 1:
+            logger.info("rank %d/%d reads %d of %d files", state.process_index,
+                        state.num_processes, len(pending), len(paths))  # fmt: skip
+            outcomes.update(run_chunked(_inspect_chunk, pending, args, workers=workers,
+                                        chunk_size=_chunk_size(len(pending), workers, chunk_size),
+                                        on_done=bar.update))  # fmt: skip
+            shares = gather_shares(list(outcomes.items()), state)
+            if shares is None:  # the main process merges and writes; this rank is done
+                return from_main_process(None, state)
+            outcomes = dict(item for share in shares for item in share)
+            pending = new_references(outcomes, paths)  # DICOMDIR references: main only
+            bar.total += len(pending)
         while pending:
             size = _chunk_size(len(pending), workers, chunk_size)
             outcomes.update(
@@ -329,63 +306,71 @@ def ingest_directory(
                     on_done=bar.update,
                 )
             )
-            pending = _new_references(outcomes, pending)
+            pending = new_references(outcomes, pending)
             bar.total += len(pending)
     result = _collect(outcomes, out_path)
+    from_main_process(result, state)
     logger.info(
         "ingest %s: %d files, %d images, %d failures, %d DICOMDIRs",
         root_path, result.files_seen, len(result.records), len(result.failures), result.dicomdirs,
     )  # fmt: skip
     if result.duplicates:
         logger.warning("%d images have the same bytes as another file", result.duplicates)
+    if result.duplicate_uids:
+        logger.warning(
+            "%d files repeat the SOPInstanceUID of another file; the first by path is kept, "
+            "the others are in %s",
+            result.duplicate_uids,
+            result.failures_file,
+        )
     return result
-
-
-def _new_references(outcomes: dict[str, Outcome], just_read: Sequence[str]) -> list[str]:
-    """Paths referenced by DICOMDIRs read in the last pass that the walk has not seen.
-
-    A referenced path that does not exist is recorded as a failure here.
-    """
-    seen = {os.path.realpath(p) for p in outcomes}
-    new: set[str] = set()
-    for path in just_read:
-        kind, payload = outcomes[path]
-        if kind != "dicomdir":
-            continue
-        for ref in payload:
-            real = os.path.realpath(ref)
-            if real in seen or real in new:
-                continue
-            if not os.path.isfile(real):
-                outcomes[ref] = ("failure", "referenced by a DICOMDIR but the file does not exist")
-                seen.add(real)
-                continue
-            new.add(real)
-    return sorted(new)
 
 
 def _collect(outcomes: dict[str, Outcome], out_path: Path) -> IngestResult:
     records: list[ImageRecord] = []
     failures: list[Failure] = []
-    dicomdirs = 0
+    dicomdirs = duplicate_uids = 0
+    kept: dict[str, ImageRecord] = {}
     for path in sorted(outcomes):
         kind, payload = outcomes[path]
         if kind == "image":
             payload["pixel_spacing"] = (
                 tuple(payload["pixel_spacing"]) if payload["pixel_spacing"] else None
             )
-            records.append(ImageRecord(**payload))
+            record = ImageRecord(**payload)
+            first = kept.setdefault(record.image_id, record)
+            if first is not record:
+                duplicate_uids += 1
+                same = first.content_hash == record.content_hash
+                failures.append(Failure(path=path, reason=_duplicate_reason(record, same)))
+                continue
+            records.append(record)
         elif kind == "dicomdir":
             dicomdirs += 1
         else:
             failures.append(Failure(path=path, reason=payload))
     hashes = [r.content_hash for r in records]
+    files = [out_path / IMAGES_FILE, out_path / FAILURES_FILE]
+    temps = [f.with_name(f.name + ".tmp") for f in files]
+    needed = 1024 * (len(records) + len(failures))  # a manifest row is well under 1 KB
+    with disk_full_as_error(out_path, "the ingest manifests", temps, needed):
+        write_manifest(files[0], records)
+        write_manifest(files[1], failures)
     return IngestResult(
-        manifest=write_manifest(out_path / IMAGES_FILE, records),
-        failures_file=write_manifest(out_path / FAILURES_FILE, failures),
+        manifest=files[0],
+        failures_file=files[1],
         records=records,
         failures=failures,
         files_seen=len(outcomes),
         dicomdirs=dicomdirs,
         duplicates=len(hashes) - len(set(hashes)),
+        duplicate_uids=duplicate_uids,
+    )
+
+
+def _duplicate_reason(record: ImageRecord, same_bytes: bool) -> str:
+    what = "a byte-identical copy" if same_bytes else "different bytes (a conflicting file)"
+    return (
+        f"duplicate SOPInstanceUID: image_id {record.image_id} is already in the manifest from "
+        f"the file whose path sorts first; this one holds {what} and is left out"
     )

@@ -41,6 +41,7 @@ def test_corpus_with_bad_files_completes(corpus, tmp_path):
         "failures": 3,
         "dicomdirs": 0,
         "duplicate_contents": 0,
+        "duplicate_uids": 0,
     }
 
 
