@@ -46,12 +46,50 @@ class ImageRecord:
     study_uid_hash: str = ""
     content_hash: str = ""
     masks: dict[str, str] = field(default_factory=dict)
+    sex: str = ""  # M / F / O from PatientSex; "" unknown
+    age_band: str = ""  # 10-year band of PatientAge ("40-49", "90+"); never a birth date
+    manufacturer: str = ""  # the device maker, a stand-in for site in subgroup metrics
+
+
+def age_band(age: str) -> str:
+    """The 10-year band of a DICOM age string (``045Y``, ``006M``, ``010W``, ``003D``).
+
+    Ages of 90 and over collapse into ``90+`` (as HIPAA Safe Harbor asks); anything that is
+    not a valid age string gives ``""``.
+    """
+    text = str(age or "").strip().upper()
+    units = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        return ""
+    years = int(int(text[:-1]) / units[text[-1]])
+    if years >= 90:
+        return "90+"
+    low = years // 10 * 10
+    return f"{low}-{low + 9}"
+
+
+def header_demographics(sex: str, age: str, manufacturer: str) -> dict[str, str]:
+    """Subgroup fields of a header: ``sex`` (M/F/O), ``age_band``, ``manufacturer``."""
+    code = str(sex or "").strip().upper()
+    return {
+        "sex": code if code in ("M", "F", "O") else "",
+        "age_band": age_band(age),
+        "manufacturer": " ".join(str(manufacturer or "").split()),
+    }
 
 
 def image_record(
-    image: DicomImage, path: str, image_id: str, patient_key: str, content_hash: str = ""
+    image: DicomImage,
+    path: str,
+    image_id: str,
+    patient_key: str,
+    content_hash: str = "",
+    demographics: dict[str, str] | None = None,
 ) -> ImageRecord:
-    """The manifest record of a header from ``read_dicom``: safe fields only, view in upper case."""
+    """The manifest record of a header from ``read_dicom``: safe fields only, view in upper case.
+
+    ``demographics`` are the :func:`header_demographics` of the file, if read.
+    """
     return ImageRecord(
         path=path,
         image_id=image_id,
@@ -70,6 +108,7 @@ def image_record(
         series_uid_hash=image.series_uid_hash,
         study_uid_hash=image.study_uid_hash,
         content_hash=content_hash,
+        **(demographics or {}),
     )
 
 

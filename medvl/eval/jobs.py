@@ -5,11 +5,14 @@
 - ``probabilities.csv``: one row per image (image_id, study_id, one probability per finding);
 - ``metrics.json``: per-finding and macro AUROC / AUPRC / F1 / ECE, image-report retrieval,
   and what produced them (model SHA-256, manifest SHA-256, prompts SHA-256, split, counts);
-- ``roc.png`` and ``similarity_heatmap.png``; ``failures.jsonl`` if images were unreadable.
+- ``roc.png`` and ``similarity_heatmap.png``; ``failures.jsonl`` if images were unreadable;
+- with ``subgroups`` (header fields): ``subgroups.csv`` and a ``subgroups`` section of
+  ``metrics.json``, per-subgroup AUROC and the worst gap (:mod:`medvl.eval.subgroups`).
 
 ``run_retrieval`` writes ``retrieval.json`` (R@1/5/10 and median rank, both directions, with
 every image's study as its ground-truth group), ``retrieval_examples.png`` and
-``similarity_heatmap.png``.
+``similarity_heatmap.png``; with ``subgroups``, recall per subgroup in ``retrieval.json`` and
+``subgroups.csv``.
 """
 
 from __future__ import annotations
@@ -25,11 +28,20 @@ from typing import Any, Literal
 
 import torch
 
+from medvl.data.processes import on_main_process
 from medvl.eval.alignment import label_columns
 from medvl.eval.embed import EmbeddedPairs, Progress, embed_pair_dataset, load_eval_pairs
 from medvl.eval.metrics import classification_metrics, nan_to_none, retrieval_metrics
 from medvl.eval.plots import retrieval_examples_png, roc_curves_png, similarity_heatmap_png
-from medvl.models.aligner import MedVLAligner
+from medvl.eval.subgroups import (
+    check_fields,
+    retrieval_subgroups,
+    subgroup_report,
+    subgroup_values,
+    write_retrieval_subgroup_csv,
+    write_subgroup_csv,
+)
+from medvl.models.aligner import MedVLAligner, create_aligner
 from medvl.models.hub import sha256_file
 from medvl.models.zeroshot import PromptBank, ZeroShotClassifier, retrieval_scores
 
@@ -66,6 +78,11 @@ class ZeroShotJob:
     threshold: float = 0.5
     uncertain: Literal["ignore", "positive", "negative"] = "ignore"
     heatmap_items: int = 32
+    subgroups: list[str] = field(default_factory=list)  # header fields: medvl.eval.subgroups
+    subgroup_min_positives: int = 5
+
+    def __post_init__(self) -> None:
+        check_fields(self.subgroups)
 
 
 @dataclass
@@ -76,6 +93,11 @@ class RetrievalJob:
     examples: int = 4
     top_k: int = 3
     heatmap_items: int = 32
+    subgroups: list[str] = field(default_factory=list)  # header fields: medvl.eval.subgroups
+    subgroup_min_images: int = 5
+
+    def __post_init__(self) -> None:
+        check_fields(self.subgroups)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,6 +122,15 @@ def _embed(
         dataset = PairDataset(pairs, eval_transforms(pipeline))
     model.to(resolve_device(config.device))
     return embed_pair_dataset(model, dataset, config.batch_size, config.workers, progress=progress)
+
+
+def _subgroup_values(
+    manifest: Path, config: EvalDataConfig, embedded: EmbeddedPairs, fields: list[str]
+) -> dict[str, list[str]]:
+    """The header ``fields`` of every embedded image, read back from the manifest."""
+    pairs = load_eval_pairs(manifest, config.split, config.views, config.max_images)
+    by_id = {p.image.image_id: p.image for p in pairs}
+    return subgroup_values([by_id[i] for i in embedded.image_ids], fields)
 
 
 def _provenance(model: MedVLAligner, model_dir: Path, manifest: Path, split: str | None) -> dict:
@@ -139,12 +170,23 @@ def run_zeroshot(
 ) -> dict[str, Any]:
     """Zero-shot findings on a manifest split; writes the files listed in the module docstring.
 
-    Returns the metrics dictionary that ``metrics.json`` holds.
+    Returns the metrics dictionary that ``metrics.json`` holds. Under ``torchrun`` the main
+    process evaluates and writes; the other ranks return its result.
     """
+    return on_main_process(_zeroshot, model_dir, manifest, out, job, progress)
+
+
+def _zeroshot(
+    model_dir: str | Path,
+    manifest: str | Path,
+    out: str | Path,
+    job: ZeroShotJob | None,
+    progress: Progress | None,
+) -> dict[str, Any]:
     job = job or ZeroShotJob()
     model_dir, manifest, out = Path(model_dir), Path(manifest), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = MedVLAligner.from_pretrained(model_dir)
+    model = create_aligner(model_dir)  # medvl, CLIP, SigLIP or open_clip folder
     bank = PromptBank.from_yaml(job.prompts)
     classifier = ZeroShotClassifier(model, bank)
     findings = list(bank.findings)
@@ -193,6 +235,12 @@ def run_zeroshot(
         "classification": metrics,
         "retrieval": retrieval,
     }
+    if job.subgroups:
+        result["subgroups"] = subgroup_report(
+            probs, labels, findings, _subgroup_values(manifest, job.data, embedded, job.subgroups),
+            job.uncertain, job.subgroup_min_positives,
+        )  # fmt: skip
+        write_subgroup_csv(result["subgroups"], out / "subgroups.csv")
     _write_json(out / "metrics.json", result)
     roc_curves_png(probs, labels, findings, out / "roc.png", uncertain=job.uncertain)
     rows = embedded.text_rows()[: job.heatmap_items]
@@ -213,11 +261,21 @@ def run_retrieval(
     job: RetrievalJob | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Image-to-report and report-to-image retrieval on a manifest split."""
+    """Image-to-report and report-to-image retrieval on a manifest split (main process)."""
+    return on_main_process(_retrieval, model_dir, manifest, out, job, progress)
+
+
+def _retrieval(
+    model_dir: str | Path,
+    manifest: str | Path,
+    out: str | Path,
+    job: RetrievalJob | None,
+    progress: Progress | None,
+) -> dict[str, Any]:
     job = job or RetrievalJob()
     model_dir, manifest, out = Path(model_dir), Path(manifest), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = MedVLAligner.from_pretrained(model_dir)
+    model = create_aligner(model_dir)  # medvl, CLIP, SigLIP or open_clip folder
     embedded = _embed(model, manifest, job.data, progress)
     similarity = retrieval_scores(embedded.image_embeds, embedded.text_embeds)
     metrics = retrieval_metrics(similarity, embedded.study_ids, embedded.text_study_ids)
@@ -230,6 +288,12 @@ def run_retrieval(
         },
         "retrieval": metrics,
     }
+    if job.subgroups:
+        result["subgroups"] = retrieval_subgroups(
+            similarity, embedded.study_ids, embedded.text_study_ids,
+            _subgroup_values(manifest, job.data, embedded, job.subgroups), job.subgroup_min_images,
+        )  # fmt: skip
+        write_retrieval_subgroup_csv(result["subgroups"], out / "subgroups.csv")
     _write_json(out / "retrieval.json", result)
     n = min(job.examples, embedded.thumbnails.shape[0])
     retrieval_examples_png(

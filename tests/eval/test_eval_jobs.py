@@ -111,7 +111,7 @@ def test_errors_are_reported_without_traceback(workspace: dict[str, Path], tmp_p
     args = ["zeroshot", "--model", str(tmp_path), "--data", str(workspace["manifest"])]
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
-    assert "config.json missing" in result.output
+    assert f"{tmp_path}: no config.json; expected" in result.output
     args = ["zeroshot", "--model", str(workspace["model"]), "--data", str(workspace["manifest"])]
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o"), "data.split=train"])
     assert result.exit_code == 1

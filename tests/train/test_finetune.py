@@ -16,7 +16,7 @@ from medvl.infer.json_result import result_to_json
 from medvl.infer.pipeline import InferConfig, InferencePipeline
 from medvl.models import MedVLAligner, create_aligner
 from medvl.models.classifier import load_classifier
-from medvl.models.hub import sha256_file
+from medvl.models.hub import sha256_tensors
 from medvl.train.finetune import FinetuneConfig, finetune
 from medvl.train.finetune.steps import evaluate_classifier, load_split
 
@@ -121,7 +121,7 @@ def test_saved_run_loads_for_inference_with_the_same_numbers(small_phantoms, tmp
     pipeline = InferencePipeline(InferConfig(finetuned=str(tmp_path / mode), device="cpu"))
     done = pipeline.run_study([Path(image.path) for image in study.images])
     doc = result_to_json(done)
-    assert doc["model"]["head_sha256"] == sha256_file(tmp_path / mode / "head.safetensors")
+    assert doc["model"]["head_sha256"] == sha256_tensors(tmp_path / mode / "head.safetensors")
     assert (doc["model"]["adapter_sha256"] is not None) == (mode == "lora")
     assert [f["finding"] for f in doc["study_findings"]] == FINDINGS
 

@@ -6,6 +6,12 @@ see :mod:`medvl.models.classifier`):
 
 ``zero_shot``     nothing; the prompts alone are evaluated.
 ``linear_probe``  the head, on image embeddings computed once by the frozen aligner.
+``projection``    both towers frozen; the two projections and the temperature train on the
+                  training pairs with the contrastive loss, and a linear head is the
+                  zero-shot head of the new projections (nothing trains on labels).
+``prompt_learning`` CoOp: learned context vectors before each finding's name through the
+                  frozen text tower (``head.context_init`` seeds them), with a scale and bias
+                  per finding; every aligner weight stays fixed.
 ``lora``          peft LoRA adapters on the configured towers, plus the head.
 ``partial``       the head, then the top image-tower blocks (``freeze``: two-stage by
                   default, or progressive), with layer-wise decaying learning rates.
@@ -17,9 +23,11 @@ and uncertain ones handled by ``head.uncertain`` (ignore / positive / negative).
 ``output_dir`` is the job's one output key: it holds the resolved ``config.yaml``, the engine
 run (``train/``; the job sets the engine's folder, so ``train.output_dir`` is refused), the
 saved classifier (``config.json`` + ``head.safetensors``, and ``adapter/`` for LoRA or
-``model/`` for partial and full: :func:`medvl.models.classifier.load_classifier` reads it)
+``model/`` for projection, partial and full: :func:`medvl.models.classifier.load_classifier`
+reads it)
 and ``metrics.json`` (macro and per-finding AUROC on ``eval_split``, trainable parameters,
-wall time).
+wall time); with ``subgroups`` (header fields) also ``subgroups.csv`` and
+``metrics.subgroups`` (:mod:`medvl.eval.subgroups`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from typing import Any, Literal
 
 from medvl.config import save_config
 from medvl.data.pairs import PairDataConfig
+from medvl.eval.subgroups import check_fields
 from medvl.models.classifier import MODES, FinetuneMode
 from medvl.models.lora import LoraConfig
 from medvl.train.engine import EngineConfig, FreezeConfig
@@ -46,7 +55,8 @@ logger = logging.getLogger(__name__)
 class HeadConfig:
     """The findings head and its labels."""
 
-    kind: Literal["linear", "prompt"] = "linear"
+    kind: Literal["linear", "prompt"] = "linear"  # mode prompt_learning: its context head
+    context_init: str = "a chest x-ray showing"  # mode prompt_learning: the context's start
     findings: tuple[str, ...] = ()  # () = every finding of the prompt file
     prompts: Path | None = None  # prompt YAML; None = the packaged CheXpert-14 prompts
     uncertain: Literal["ignore", "positive", "negative"] = "ignore"
@@ -78,6 +88,8 @@ class FinetuneConfig:
         default_factory=lambda: FreezeConfig("two_stage", head_steps=100, top_blocks=2)
     )
     layer_decay: float = 0.5  # partial/full: LR of a block = lr * layer_decay ** depth
+    subgroups: tuple[str, ...] = ()  # header fields to stratify eval_split by (subgroups.csv)
+    subgroup_min_positives: int = 5
     train: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -87,21 +99,26 @@ class FinetuneConfig:
         if self.few_shot.k < 0:
             raise ValueError(f"few_shot.k must be >= 0, got {self.few_shot.k}")
         refuse_output_dir(self.train, "train", "<output_dir>/train")
+        check_fields(self.subgroups)
 
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Run one fine-tuning job; returns (and writes) its ``metrics.json`` content."""
     import torch
 
+    from medvl.data.processes import process_state
     from medvl.eval.metrics import nan_to_none
     from medvl.models.aligner import create_aligner
     from medvl.models.zeroshot import PromptBank
     from medvl.train.finetune.steps import build_classifier, evaluate_classifier, load_split, train
 
     started = time.perf_counter()
+    state = process_state(config.train.cpu)  # one group under torchrun / accelerate launch
+    main = state.is_main_process
     out = config.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
     torch.manual_seed(config.train.seed)
     prompts = PromptBank.from_yaml(config.head.prompts)
     if config.head.findings:
@@ -121,13 +138,19 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     else:
         result["trainable_parameters"] = 0
         result["train_examples"] = 0
-    metrics = evaluate_classifier(model, test, roc_png=out / "roc.png")
+    metrics = evaluate_classifier(
+        model, test, roc_png=out / "roc.png" if main else None, subgroups=config.subgroups,
+        min_positives=config.subgroup_min_positives,
+        subgroups_csv=out / "subgroups.csv" if main else None,
+    )  # fmt: skip
     result["eval_split"] = config.eval_split
     result["macro_auroc"] = metrics["macro"]["auroc"]
     result["metrics"] = metrics
     result["wall_time_s"] = time.perf_counter() - started
-    model.save_pretrained(out, base=config.model, mode=config.mode)
-    (out / "metrics.json").write_text(json.dumps(nan_to_none(result), indent=2))
+    if main:
+        model.save_pretrained(out, base=config.model, mode=config.mode)
+        (out / "metrics.json").write_text(json.dumps(nan_to_none(result), indent=2))
+    state.wait_for_everyone()
     logger.info(
         "%s: macro AUROC %.4f on %s (%s trainable parameters)",
         config.mode,

@@ -7,6 +7,7 @@ and ``load_classifier`` in :mod:`medvl.models.classifier`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from medvl.models.classifier import (
     few_shot_indices,
     image_tower_blocks,
     masked_bce,
+    zero_shot_linear_head,
 )
 from medvl.models.lora import apply_lora, count_parameters
 from medvl.models.zeroshot import PromptBank, embed_images
@@ -36,10 +38,16 @@ logger = logging.getLogger(__name__)
 
 def build_classifier(aligner: nn.Module, prompts: PromptBank, config: Any) -> FindingsClassifier:
     """A findings classifier whose trainable parameters are those of ``config.mode``."""
-    model = FindingsClassifier(aligner, prompts, config.head.kind)
+    kind = "context" if config.mode == "prompt_learning" else config.head.kind
+    model = FindingsClassifier(aligner, prompts, kind, context_init=config.head.context_init)
     for p in aligner.parameters():
         p.requires_grad_(False)
-    if config.mode == "lora":
+    if config.mode == "projection":  # both towers frozen; the head follows the projections
+        for p in model.head.parameters():
+            p.requires_grad_(False)
+        for p in projection_parameters(aligner):
+            p.requires_grad_(True)
+    elif config.mode == "lora":
         model.aligner = apply_lora(aligner, config.lora)
     elif config.mode in ("partial", "full"):
         trainable = [aligner.image_tower, aligner.image_projection]
@@ -51,9 +59,61 @@ def build_classifier(aligner: nn.Module, prompts: PromptBank, config: Any) -> Fi
     return model
 
 
+def projection_parameters(aligner: nn.Module) -> list[nn.Parameter]:
+    """What mode ``projection`` trains: both projections, the temperature (and SigLIP bias)."""
+    params = [*aligner.image_projection.parameters(), *aligner.text_projection.parameters()]
+    params.append(aligner.log_logit_scale)
+    if aligner.logit_bias is not None:
+        params.append(aligner.logit_bias)
+    return params
+
+
+def refresh_zero_shot_head(model: FindingsClassifier) -> None:
+    """Mode ``projection``: rebuild a linear head as the zero-shot head of the new projections."""
+    if model.kind != "linear":  # prompt heads embed the prompts on every call already
+        return
+    device = next(model.head.parameters()).device
+    head = zero_shot_linear_head(model.aligner, model.prompts).to(device)
+    for p in head.parameters():
+        p.requires_grad_(False)
+    model.head = head
+
+
+def _projection_fit(
+    model: FindingsClassifier, pairs: list, config: Any, engine: Any, size: int, val: Any
+) -> Any:
+    """Contrastive training of the projections and temperature on image-report pairs."""
+    from medvl.models.losses import ContrastiveLoss
+
+    aligner = model.aligner
+    tower = aligner.text_tower
+    dataset = pair_dataset(
+        pairs, config.data, size, tower.batch_tokenizer(), tower.max_length, train=True
+    )
+    contrastive = ContrastiveLoss(gather_distributed=False)
+
+    def loss_fn(m: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+        out = m(batch["image"], batch["input_ids"], batch["attention_mask"])
+        return contrastive(out["image_embeds"], out["text_embeds"], out["logit_scale"]), {}
+
+    def eval_fn(_: nn.Module) -> dict[str, float] | None:
+        refresh_zero_shot_head(model)
+        return _val_auroc(model, val)
+
+    loader = engine.make_loader(
+        dataset, collate_fn=dataset.collate, drop_last=len(dataset) > engine.config.batch_size
+    )
+    groups = default_param_groups(aligner, engine.config.lr, engine.config.weight_decay)
+    return engine.fit(
+        aligner, loader, loss_fn, eval_fn, param_groups=groups,
+        after_step=lambda m: m.clamp_logit_scale_(),
+    )  # fmt: skip
+
+
 def load_split(config: Any, split: str, image_size: int) -> dict[str, Any]:
-    """Stacked images, labels, texts and study ids of ``split``."""
-    return stack_images(pair_dataset(load_pairs(config.data, split), config.data, image_size))
+    """Stacked images, labels, texts, study ids and image ``records`` of ``split``."""
+    dataset = pair_dataset(load_pairs(config.data, split), config.data, image_size)
+    return {**stack_images(dataset), "records": [pair.image for pair in dataset.pairs]}
 
 
 @torch.no_grad()
@@ -73,20 +133,33 @@ def predict_proba(
 
 
 def evaluate_classifier(
-    model: FindingsClassifier, data: dict[str, Any], roc_png: Path | None = None
+    model: FindingsClassifier,
+    data: dict[str, Any],
+    roc_png: Path | None = None,
+    subgroups: Sequence[str] = (),
+    min_positives: int = 5,
+    subgroups_csv: Path | None = None,
 ) -> dict:
     """Per-finding and macro AUROC (uncertain labels left out, the usual evaluation).
 
-    ``roc_png`` also draws the per-finding ROC curves there.
+    ``roc_png`` also draws the per-finding ROC curves there; ``subgroups`` (header fields of
+    ``data["records"]``) adds a ``subgroups`` section (:func:`medvl.eval.subgroups.stratify`),
+    also written to ``subgroups_csv``.
     """
     from medvl.eval.metrics import classification_metrics
     from medvl.eval.plots import roc_curves_png
+    from medvl.eval.subgroups import stratify
 
     probs = predict_proba(model, data["image"])
     labels = label_columns(data["labels"], model.findings)
     if roc_png is not None:
         roc_curves_png(probs, labels, model.findings, roc_png, title=f"ROC: {roc_png.parent.name}")
-    return classification_metrics(probs, labels, model.findings, uncertain="ignore")
+    metrics = classification_metrics(probs, labels, model.findings, uncertain="ignore")
+    if subgroups:
+        metrics["subgroups"] = stratify(
+            probs, labels, model.findings, data["records"], subgroups, subgroups_csv, min_positives
+        )
+    return metrics
 
 
 def _val_auroc(model: FindingsClassifier, val: dict[str, Any] | None) -> dict[str, float] | None:
@@ -116,7 +189,10 @@ def train(model: FindingsClassifier, config: Any, engine_cfg: EngineConfig, size
     engine = Engine(engine_cfg)
     model.to(engine.device)
 
-    if config.mode == "linear_probe":
+    if config.mode == "projection":
+        trained = aligner
+        result = _projection_fit(model, pairs, config, engine, size, val)
+    elif config.mode == "linear_probe":
         data = stack_images(pair_dataset(pairs, config.data, size))
         embeds = embed_images(aligner, data["image"]).cpu()
         dataset = torch.utils.data.TensorDataset(embeds, label_columns(data["labels"], findings))
@@ -158,11 +234,15 @@ def train(model: FindingsClassifier, config: Any, engine_cfg: EngineConfig, size
         )
     if result.best_checkpoint is not None:
         load_model_weights(trained, result.best_checkpoint)
+    if config.mode == "projection":
+        refresh_zero_shot_head(model)
     return {
         "trainable_parameters": result.trainable_parameters,
         "total_parameters": count_parameters(model)[1],
         "train_examples": len(pairs),
         "steps": result.step,
+        "first_loss": result.losses[0][1] if result.losses else None,
+        "final_loss": result.final_loss,
         "best_step": result.best_step,
         "best_val_auroc": result.best_value,
         "train_wall_time_s": result.wall_time_s,
