@@ -50,6 +50,7 @@ _FACE: dict[str, str] = {
     "clean_model_text": "medvl.io.reports",
     "label_report": "medvl.io.labeler",
     "default_labeler": "medvl.io.labeler",
+    "label_reports": "medvl.io.labeler",
     "scrub_report_text": "medvl.io.deid",
     "scrub_dataset": "medvl.io.deid",
     # data: records and the tensors made from them
@@ -72,6 +73,7 @@ _FACE: dict[str, str] = {
     "ZeroShotClassifier": "medvl.models.zeroshot",
     "FindingsClassifier": "medvl.models.classifier",
     "load_classifier": "medvl.models.classifier",
+    "load_xrv_baseline": "medvl.models.xrv_baseline",
     "LoraConfig": "medvl.models.lora",
     "apply_lora": "medvl.models.lora",
     "count_parameters": "medvl.models.lora",
@@ -114,6 +116,7 @@ _FACE: dict[str, str] = {
     "result_schema": "medvl.infer.json_result",
     "ListenerConfig": "medvl.infer.listener",
     "StudyListener": "medvl.infer.listener",
+    "PipelineProcessor": "medvl.infer.listener.processor",
 }
 
 __all__ = ["__version__", *_FACE]
