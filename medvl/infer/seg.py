@@ -39,6 +39,34 @@ def algorithm_identification(name: str, version: str) -> hd.AlgorithmIdentificat
     )
 
 
+def binary_segmentation(
+    sources: Sequence[Dataset],
+    pixels: np.ndarray,
+    descriptions: list[hd.seg.SegmentDescription],
+    series_number: int,
+    version: str,
+    **options: object,
+) -> hd.seg.Segmentation:
+    """A BINARY SEG of ``sources`` with the series, device and algorithm fields every medvl SEG
+    shares (one radiograph or a CT series); ``options`` go to highdicom as they are."""
+    return hd.seg.Segmentation(
+        source_images=list(sources),
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=SEG_ALGORITHM,
+        software_versions=version,
+        device_serial_number="0",
+        series_description=SEG_SERIES_DESCRIPTION,
+        **options,
+    )
+
+
 def build_segmentation(
     source: Dataset,
     segments: Sequence[SegmentMask],
@@ -84,21 +112,8 @@ def build_segmentation(
             )
         )
     pixels = np.stack([seg.mask.astype(bool) for seg in segments], axis=-1)[None]
-    seg = hd.seg.Segmentation(
-        source_images=[source],
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=SEG_ALGORITHM,
-        software_versions=version,
-        device_serial_number="0",
-        omit_empty_frames=False,
-        series_description=SEG_SERIES_DESCRIPTION,
+    seg = binary_segmentation(
+        [source], pixels, descriptions, series_number, version, omit_empty_frames=False
     )
     for group in seg.SharedFunctionalGroupsSequence:
         if "PixelMeasuresSequence" in group:

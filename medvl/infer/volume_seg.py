@@ -23,11 +23,10 @@ from pydicom.uid import generate_uid
 from medvl.data.ct_example.structures import PROPERTY_TYPES
 from medvl.infer.codes import coding_scheme_identification, structure_codes, uses_local_scheme
 from medvl.infer.seg import (
-    MANUFACTURER,
     SEG_ALGORITHM,
-    SEG_SERIES_DESCRIPTION,
     algorithm_identification,
     algorithm_version,
+    binary_segmentation,
 )
 from medvl.infer.volume_result import SeriesSegmentation
 
@@ -80,21 +79,7 @@ def build_volume_segmentation(
             )
         )
     pixels = np.stack([s.mask.astype(bool) for s in series.segments], axis=-1)
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=SEG_ALGORITHM,
-        software_versions=version,
-        device_serial_number="0",
-        series_description=SEG_SERIES_DESCRIPTION,
-    )
+    seg = binary_segmentation(sources, pixels, descriptions, series_number, version)
     if any(uses_local_scheme(*volume_structure_codes(s.structure)) for s in series.segments):
         seg.CodingSchemeIdentificationSequence = coding_scheme_identification()
     return seg
