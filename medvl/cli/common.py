@@ -31,12 +31,11 @@ OVERRIDES_ARGUMENT = typer.Argument(None, help="Dotted overrides, e.g. train.lr=
 def setup_logging(verbose: bool = False) -> None:
     """Log to stderr at INFO (DEBUG with ``verbose``); library code only ever uses ``logging``.
 
-    Under torchrun / accelerate launch only the main process (``RANK`` 0) narrates; the other
-    ranks log warnings and errors, so every line is printed once.
+    Under torchrun / accelerate launch every rank logs its own share of the work; a command's
+    result lines are printed once, by :func:`echo_main`.
     """
-    main_process = os.environ.get("RANK", "0") == "0"
     logging.basicConfig(
-        level=(logging.DEBUG if verbose else logging.INFO) if main_process else logging.WARNING,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:  # highdicom narrates every attribute it copies at INFO
