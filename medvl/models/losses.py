@@ -98,6 +98,15 @@ def _soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1)
 
 
+def check_matched_pairs(image_embeds: Tensor, text_embeds: Tensor, loss: str) -> None:
+    """Refuse embeddings that are not matched ``(B, D)`` image/text pairs, naming the loss."""
+    if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
+        raise ValueError(
+            f"{loss} needs matched (B, D) image and text embeddings, got "
+            f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
+        )
+
+
 class ContrastiveLoss(nn.Module):
     """Symmetric InfoNCE over a (possibly distributed) batch of matched pairs.
 
@@ -116,11 +125,7 @@ class ContrastiveLoss(nn.Module):
         self.gather_distributed = gather_distributed
 
     def forward(self, image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor) -> Tensor:
-        if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
-            raise ValueError(
-                "InfoNCE needs matched (B, D) image and text embeddings, got "
-                f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
-            )
+        check_matched_pairs(image_embeds, text_embeds, "InfoNCE")
         rank, world = distributed_world(self.gather_distributed)
         with torch.autocast(device_type=image_embeds.device.type, enabled=False):
             image, text = image_embeds.float(), text_embeds.float()
@@ -153,11 +158,7 @@ class SigmoidLoss(nn.Module):
     def forward(
         self, image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor, logit_bias: Tensor
     ) -> Tensor:
-        if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
-            raise ValueError(
-                "the sigmoid loss needs matched (B, D) image and text embeddings, got "
-                f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
-            )
+        check_matched_pairs(image_embeds, text_embeds, "the sigmoid loss")
         rank, world = distributed_world(self.gather_distributed)
         with torch.autocast(device_type=image_embeds.device.type, enabled=False):
             image, text = image_embeds.float(), text_embeds.float()
