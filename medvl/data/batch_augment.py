@@ -5,7 +5,9 @@
 step. :class:`BatchAugment` draws the same kinds of change (rotation, isotropic scale and shift
 in one affine resampling, then brightness and gamma), each with probability ``prob``, for the
 whole ``(B, 1, H, W)`` batch in one ``affine_grid`` + ``grid_sample`` call: about 30x less time
-per batch, and it runs on whatever device the batch is on.
+per batch, and it runs on whatever device the batch is on: training runs it through
+:meth:`medvl.data.datasets.PairDataset.on_device`, the engine's ``on_device`` hook, once the
+batch is on the training device (the GPU when there is one).
 
 The random draws come from a generator seeded with ``seed`` and the batch's image ids, so a
 batch is augmented the same way whenever the same samples meet in it (what the engine's

@@ -154,12 +154,18 @@ class TensorCache:
             self._maps[number] = np.load(self.dir / self._shards[number], mmap_mode="r")
         return self._maps[number]
 
-    def get(self, content_hash: str) -> np.ndarray | None:
-        """The stored float32 array for ``content_hash`` (a fresh writable copy), else ``None``."""
+    def get(self, content_hash: str, as_stored: bool = False) -> np.ndarray | None:
+        """The array for ``content_hash`` (a fresh writable copy), else ``None``.
+
+        float32 by default; with ``as_stored`` in the storage dtype (a float16 cache then
+        copies half the bytes, and the training device casts).
+        """
         where = self._entries.get(content_hash)
         if where is None:
             return None
-        return np.array(self._shard(where[0])[where[1]], dtype=np.float32)
+        return np.array(
+            self._shard(where[0])[where[1]], dtype=self.dtype if as_stored else np.float32
+        )
 
     def put_many(self, items: Iterable[tuple[str, np.ndarray]]) -> int:
         """Store ``(content_hash, array)`` pairs, ``shard_size`` per shard; return the count added.

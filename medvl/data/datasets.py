@@ -10,9 +10,10 @@
     study_id  str
 
 Images come from the tensor cache when one is given (no DICOM decoding on a hit) and from the
-deterministic eval chain otherwise; ``augment`` (per sample) or ``batch_augment`` (per batch, in
-``collate``) then runs on the tensors, so a cached epoch still
-gets fresh augmentation. ``collate_pairs`` stacks a batch and tokenizes its texts when given a
+deterministic eval chain otherwise; ``augment`` (per sample, in the loader) or
+``batch_augment`` (per batch, through :meth:`PairDataset.on_device` once the engine has
+moved the batch to the training device) then runs on the tensors, so a cached epoch still gets
+fresh augmentation. ``collate_pairs`` stacks a batch and tokenizes its texts when given a
 Hugging Face tokenizer.
 """
 
@@ -61,8 +62,11 @@ class PairDataset(Dataset):
     augment
         Dictionary transform run on ``{"image": tensor}`` after loading (training only).
     batch_augment
-        Applied by :attr:`collate` to each stacked batch (training only; much faster than a
-        per-sample ``augment`` for small images).
+        Applied by :meth:`on_device` to each stacked batch on the training device
+        (training only; much faster than a per-sample ``augment``).
+    as_stored
+        Serve images in the cache's storage dtype (float16 halves what the loader copies and
+        sends to the device); :meth:`on_device` casts them to float32 there.
     tokenizer, max_length
         Used by :attr:`collate` to tokenize texts per batch.
     findings
@@ -80,6 +84,7 @@ class PairDataset(Dataset):
         tokenizer: Any = None,
         max_length: int = 128,
         findings: Sequence[str] = CHEXPERT_14,
+        as_stored: bool = False,
     ) -> None:
         if transform is None and cache is not None and isinstance(cache.pipeline, PipelineConfig):
             transform = eval_transforms(cache.pipeline)
@@ -87,7 +92,7 @@ class PairDataset(Dataset):
             raise ValueError("PairDataset needs a transform, or a cache made for a PipelineConfig")
         self.pairs = list(pairs)
         self.transform, self.cache, self.augment = transform, cache, augment
-        self.batch_augment = batch_augment
+        self.batch_augment, self.as_stored = batch_augment, as_stored
         self.tokenizer, self.max_length = tokenizer, max_length
         self.findings = tuple(findings)
         self._hashes: dict[str, str] = {}
@@ -103,13 +108,18 @@ class PairDataset(Dataset):
         return self._hashes[record.path]
 
     def load_image(self, record: ImageRecord) -> torch.Tensor:
-        """The image as (1, H, W) float32: from the cache when it holds it, else decoded."""
+        """The image as (1, H, W): from the cache when it holds it, else decoded.
+
+        float32, or with ``as_stored`` the cache's storage dtype (misses too, so batches stack).
+        """
         if self.cache is not None:
-            cached = self.cache.get(self._content_hash(record))
+            cached = self.cache.get(self._content_hash(record), as_stored=self.as_stored)
             if cached is not None:
                 return torch.from_numpy(cached)
         image = self.transform({"image": record.path})["image"]
-        return torch.as_tensor(image, dtype=torch.float32)
+        stored = self.as_stored and self.cache is not None
+        dtype = getattr(torch, self.cache.dtype) if stored else torch.float32
+        return torch.as_tensor(image, dtype=dtype)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
@@ -126,8 +136,22 @@ class PairDataset(Dataset):
 
     @property
     def collate(self) -> PairCollator:
-        """A picklable collate function with this dataset's tokenizer and batch augmentation."""
-        return PairCollator(self.tokenizer, self.max_length, self.batch_augment)
+        """A picklable collate function with this dataset's tokenizer."""
+        return PairCollator(self.tokenizer, self.max_length)
+
+    def on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``batch`` as the model takes it: float32 images, with ``batch_augment`` applied.
+
+        The engine's ``on_device`` hook: the loader only reads and stacks, and the cast and the
+        augmentation run where the model trains. A float32 batch without ``batch_augment`` is
+        returned as it is.
+        """
+        images = batch["image"].float()
+        if self.batch_augment is not None:
+            images = self.batch_augment(images, batch["image_id"])
+        elif images is batch["image"]:
+            return batch
+        return {**batch, "image": images}
 
 
 def collate_pairs(
@@ -163,17 +187,12 @@ def collate_pairs(
 class PairCollator:
     """``collate_pairs`` bound to a tokenizer; picklable, so DataLoader workers can use it."""
 
-    def __init__(
-        self, tokenizer: Any = None, max_length: int = 128, augment: BatchAugment | None = None
-    ) -> None:
-        self.tokenizer, self.max_length, self.augment = tokenizer, max_length, augment
+    def __init__(self, tokenizer: Any = None, max_length: int = 128) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
 
     def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Collate ``batch`` with the bound tokenizer, then augment its images as a batch."""
-        out = collate_pairs(batch, self.tokenizer, self.max_length)
-        if self.augment is not None:
-            out["image"] = self.augment(out["image"], out["image_id"])
-        return out
+        """Collate ``batch`` with the bound tokenizer."""
+        return collate_pairs(batch, self.tokenizer, self.max_length)
 
 
 class SegDataset(Dataset):

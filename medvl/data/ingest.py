@@ -327,12 +327,14 @@ def ingest_directory(
 
 
 def _collect(outcomes: dict[str, Outcome], out_path: Path) -> IngestResult:
+    """Records and failures in path order from ``outcomes`` (emptied on the way), written out."""
     records: list[ImageRecord] = []
     failures: list[Failure] = []
     dicomdirs = duplicate_uids = 0
     kept: dict[str, ImageRecord] = {}
+    files_seen = len(outcomes)
     for path in sorted(outcomes):
-        kind, payload = outcomes[path]
+        kind, payload = outcomes.pop(path)  # each payload freed once its record exists
         if kind == "image":
             payload["pixel_spacing"] = (
                 tuple(payload["pixel_spacing"]) if payload["pixel_spacing"] else None
@@ -361,7 +363,7 @@ def _collect(outcomes: dict[str, Outcome], out_path: Path) -> IngestResult:
         failures_file=files[1],
         records=records,
         failures=failures,
-        files_seen=len(outcomes),
+        files_seen=files_seen,
         dicomdirs=dicomdirs,
         duplicates=len(hashes) - len(set(hashes)),
         duplicate_uids=duplicate_uids,

@@ -84,7 +84,11 @@ def pair_dataset(
     max_length: int = 128,
     train: bool = False,
 ) -> PairDataset:
-    """A cached :class:`PairDataset` at ``image_size`` (the cache is filled on first use)."""
+    """A cached :class:`PairDataset` at ``image_size`` (the cache is filled on first use).
+
+    A ``train`` set serves images as stored and must be trained with the engine's
+    ``on_device=dataset.on_device`` (float32 cast and augmentation on the training device).
+    """
     from medvl.data.batch_augment import BatchAugment
     from medvl.data.cache import build_cache
     from medvl.data.datasets import PairDataset
@@ -100,8 +104,9 @@ def pair_dataset(
         pairs = [p for p in pairs if p.image.path not in bad]
     augment = BatchAugment() if (train and config.augment) else None
     return PairDataset(
-        pairs, cache=built.cache, batch_augment=augment, tokenizer=tokenizer, max_length=max_length
-    )
+        pairs, cache=built.cache, batch_augment=augment, tokenizer=tokenizer,
+        max_length=max_length, as_stored=train,
+    )  # fmt: skip
 
 
 def stack_images(dataset: PairDataset, batch_size: int = 64) -> dict[str, Any]:

@@ -7,13 +7,18 @@ each other's files. :func:`process_state` keeps Accelerate's own detection (NCCL
 ``accelerate launch --cpu``) and falls back to gloo when the launcher started several processes
 and Accelerate found no device group for them. Every job calls it before anything else reads
 the process state, so the first (shared, unchangeable) state is the right one.
+:func:`resolve_device` gives each launched rank its own GPU for jobs that place models
+themselves (inference, evaluation).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -101,3 +106,33 @@ def on_main_process(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     state = process_state()
     result = fn(*args, **kwargs) if state.is_main_process else None
     return from_main_process(result, state)  # type: ignore[arg-type]
+
+
+def pick_device(name: str, cuda_count: int, environ: Mapping[str, str]) -> torch.device:
+    """The device ``name`` means for this process, given ``cuda_count`` visible GPUs.
+
+    ``auto`` is CUDA when a GPU is visible, else the CPU. Under ``torchrun`` / ``accelerate
+    launch`` (``LOCAL_RANK`` set) a bare ``cuda`` is this rank's own GPU, ``cuda:LOCAL_RANK``,
+    so N ranks on one host do not all load their model onto GPU 0. An explicit index
+    (``cuda:1``) and any other name are passed to ``torch.device`` unchanged.
+    """
+    import torch
+
+    if name == "auto":
+        name = "cuda" if cuda_count > 0 else "cpu"
+    if name != "cuda" or "LOCAL_RANK" not in environ:
+        return torch.device(name)
+    rank = int(environ["LOCAL_RANK"])
+    if rank >= cuda_count:
+        raise ValueError(
+            f"device {name}: local rank {rank} needs GPU {rank}, but {cuda_count} are visible"
+        )
+    return torch.device("cuda", rank)
+
+
+def resolve_device(name: str) -> torch.device:
+    """:func:`pick_device` for this process's GPUs and launcher environment."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return pick_device(name, count, os.environ)

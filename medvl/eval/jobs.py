@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import torch
 
-from medvl.data.processes import on_main_process
+from medvl.data.processes import on_main_process, resolve_device
 from medvl.eval.alignment import label_columns
 from medvl.eval.embed import EmbeddedPairs, Progress, embed_pair_dataset, load_eval_pairs
 from medvl.eval.metrics import classification_metrics, nan_to_none, retrieval_metrics
@@ -98,12 +98,6 @@ class RetrievalJob:
 
     def __post_init__(self) -> None:
         check_fields(self.subgroups)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _embed(

@@ -30,6 +30,7 @@ import numpy as np
 import pydicom
 import torch
 
+from medvl.data.processes import resolve_device
 from medvl.data.transforms import PipelineConfig, geometry_transforms, read_radiograph
 from medvl.infer.ct_seg import CtSegConfig, segment_series, split_volume_series
 from medvl.infer.result import (
@@ -42,6 +43,7 @@ from medvl.infer.result import (
 )
 from medvl.infer.selection import EligibilityConfig, select_images, study_files
 from medvl.infer.spacing import physical_spacing
+from medvl.io.codecs.gpu import enable_gpu_decoding
 from medvl.io.dicom import DicomReadError, hash_uid
 from medvl.models.aligner import MedVLAligner, create_aligner
 from medvl.models.zeroshot import PromptBank, ZeroShotClassifier
@@ -97,13 +99,6 @@ class InferConfig:
             x0, y0, x1, y1 = box
             if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
                 raise ValueError(f"structures.{name}: relative box {box} must lie in [0, 1]")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_aligner(model: str, adapter: str | None) -> tuple[MedVLAligner, str | None]:
@@ -167,6 +162,7 @@ class InferencePipeline:
     def __init__(self, config: InferConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        enable_gpu_decoding(str(self.device), torch.cuda.is_available())  # nvImageCodec, if any
         self.classifier, identity = load_scorer(config, self.device)
         self.aligner = self.classifier.aligner
         self.thresholds = [

@@ -11,9 +11,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from transformers import BertTokenizerFast
 
+from medvl.data.batch_augment import BatchAugment
+from medvl.data.cache import build_cache
 from medvl.data.datasets import PairDataset, SegDataset, collate_pairs, label_vector
 from medvl.data.records import ImageRecord, ImageReportPair, SegSample
-from medvl.data.transforms import augment_transforms, eval_transforms
+from medvl.data.transforms import PipelineConfig, augment_transforms, eval_transforms
 from medvl.findings import CARDIOMEGALY, CHEXPERT_14, EDEMA, NO_FINDING, PNEUMOTHORAX
 
 TEXTS = ["no pneumothorax", "mild cardiomegaly with small effusion and edema"]
@@ -84,6 +86,34 @@ def test_collate_without_and_with_tokenizer(pairs, tokenizer):
     assert first[:4] == ["[CLS]", "no", "pneumothorax", "[SEP]"]
     assert batch["attention_mask"][0].tolist() == [1, 1, 1, 1, 0, 0]
     assert math.isnan(batch["labels"][0, CHEXPERT_14.index(EDEMA)])
+
+
+def test_loader_only_stacks_and_on_device_augments(pairs):
+    augment = BatchAugment(prob=1.0, brightness=0.5)
+    dataset = PairDataset(pairs, eval_transforms(32), batch_augment=augment)
+    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=dataset.collate)))
+    plain = collate_pairs([dataset[0], dataset[1]])
+    assert torch.equal(batch["image"], plain["image"])  # the loader leaves images as stored
+    augmented = dataset.on_device(batch)
+    assert torch.equal(augmented["image"], augment(plain["image"], ["img0", "img1"]))
+    assert not torch.equal(augmented["image"], plain["image"])
+    assert augmented["text"] == TEXTS and torch.equal(batch["image"], plain["image"])
+    unaugmented = PairDataset(pairs, eval_transforms(32))
+    assert unaugmented.on_device(batch) is batch
+
+
+def test_as_stored_serves_float16_and_on_device_casts_exactly(pairs, tmp_path):
+    pipeline = PipelineConfig(size=32)
+    built = build_cache([p.image for p in pairs[:1]], tmp_path, pipeline, dtype="float16")
+    stored = PairDataset(pairs, cache=built.cache, as_stored=True)  # pairs[1] is a cache miss
+    plain = PairDataset(pairs, cache=built.cache)
+    batch = collate_pairs([stored[0], stored[1]])
+    assert batch["image"].dtype == torch.float16  # half the bytes through the loader
+    on_device = stored.on_device(batch)["image"]
+    assert on_device.dtype == torch.float32
+    reference = collate_pairs([plain[0], plain[1]])["image"]
+    assert torch.equal(on_device[0], reference[0])  # float16 -> float32 is exact
+    torch.testing.assert_close(on_device[1], reference[1], atol=1e-3, rtol=0)  # miss: rounded
 
 
 def test_collate_refuses_an_empty_batch():

@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from pydicom import uid
 from pydicom.pixels import get_decoder
 
+from medvl.io.codecs.gpu import GPU_FIRST
 from medvl.io.codecs.htj2k_plugin import HTJ2K_SYNTAXES
 
 DEFAULT_ORDER = ("pylibjpeg", "gdcm", "pydicom", "pyjpegls", "pillow")
@@ -63,9 +64,13 @@ PLUGIN_ORDER: dict[str, tuple[str, ...]] = {
 
 
 def plugin_order(syntax: str, available: Iterable[str]) -> list[str]:
-    """The ``available`` plugins for ``syntax`` in the order to try them."""
+    """The ``available`` plugins for ``syntax`` in the order to try them.
+
+    With :func:`medvl.io.codecs.gpu.enable_gpu_decoding` in force, nvImageCodec comes first.
+    """
     available = list(available)
-    preferred = PLUGIN_ORDER.get(str(syntax), DEFAULT_ORDER)
+    gpu = (GPU_FIRST[str(syntax)],) if str(syntax) in GPU_FIRST else ()
+    preferred = (*gpu, *PLUGIN_ORDER.get(str(syntax), DEFAULT_ORDER))
     ordered = [p for p in preferred if p in available]
     return ordered + [p for p in available if p not in ordered]
 

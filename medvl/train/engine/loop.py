@@ -26,7 +26,8 @@ How a job uses it::
         return {"dice": validate(model)}  # the main process's dict decides best/early stop
 
     result = engine.fit(model, loader, loss_fn, eval_fn,
-                        after_step=lambda m: m.clamp_logit_scale_())  # optional, unwrapped model
+                        after_step=lambda m: m.clamp_logit_scale_(),  # optional, unwrapped model
+                        on_device=train_set.on_device)  # optional, batch on the device
     # result.final_loss, result.best_checkpoint, result.losses ...; `model` is trained in place
 
 Discriminative LRs and freezing (see :mod:`medvl.train.engine.param_groups`)::
@@ -40,7 +41,10 @@ Resume: with ``resume="auto"`` a run whose ``output_dir`` holds checkpoints cont
 newest one (model, optimizer, scheduler, grad scaler, RNG states, epoch and batch position), so
 an interrupted run follows the same loss trajectory as an uninterrupted one. Exactness needs
 the data side to be deterministic given the sample order (random augmentation seeded per
-sample, or none); the sample order itself is reproduced through Accelerate's seedable sampler.
+sample or, like ``BatchAugment`` in ``on_device``, by the batch's ids; or none); the sample
+order itself is reproduced through Accelerate's seedable sampler. Each step makes one host sync
+(its losses and gradient norm, checked finite before the update); logged extras stay on the
+device until their row is written.
 
 Steps are optimizer steps. ``batch_size`` is per process; the global batch is
 ``batch_size * num_processes * grad_accum``. ``fit`` calls ``model.train()`` once at the start;
@@ -98,7 +102,10 @@ def _make_accelerator(cfg: EngineConfig) -> Any:
         gradient_accumulation_steps=cfg.grad_accum,
         cpu=cfg.cpu,
         step_scheduler_with_optimizer=False,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        # non_blocking: batches from pinned memory copy to the GPU while the last step runs
+        dataloader_config=DataLoaderConfiguration(
+            use_seedable_sampler=True, data_seed=cfg.seed, non_blocking=True
+        ),
         kwargs_handlers=[
             DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)
         ],
@@ -167,6 +174,7 @@ class Engine:
         param_groups: list[dict[str, Any]] | None = None,
         freeze: FreezeSchedule | None = None,
         after_step: Callable[[nn.Module], None] | None = None,
+        on_device: Callable[[Any], Any] | None = None,
     ) -> TrainResult:
         """Train ``model`` to ``max_steps`` / ``epochs`` or an early stop (see module docstring).
 
@@ -189,6 +197,10 @@ class Engine:
             A :class:`FreezeSchedule` applied as steps advance.
         after_step
             Called with the unwrapped model after each optimizer step (parameter clamps, EMA).
+        on_device
+            ``batch -> batch``, run on each batch once it is on the training device and before
+            ``loss_fn`` (batched augmentation: it runs on the GPU when there is one). It must
+            draw from its own seeded generator, not the global RNG, for exact resume.
         """
         cfg, acc = self.config, self.accelerator
         started = time.perf_counter()
@@ -200,6 +212,7 @@ class Engine:
             groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
         )
         model, optimizer, loader = acc.prepare(model, optimizer, train_loader)
+        inner = acc.unwrap_model(model)  # once: unwrapping costs milliseconds per call
         if len(loader) == 0:
             raise ValueError(
                 "the training loader yields no batches (dataset smaller than one batch?)"
@@ -266,8 +279,9 @@ class Engine:
             dynamic_ncols=True,
         )
         window: list[float] = []
-        extras: dict[str, list[float]] = {}
-        micro: list[float] = []
+        extras: dict[str, list[Any]] = {}  # tensors stay on the device until logged
+        micro: list[torch.Tensor] = []  # the step's micro-batch losses, on the device
+        step_losses: list[float] = []
         grad_norm: float | None = None
         step_lr = math.nan
         # What the newest checkpoint holds: a finished run that is re-run saves nothing again.
@@ -277,6 +291,8 @@ class Engine:
             stop = self._evaluate(model, eval_fn, prog, ckpt, run_log, result)
             last_eval = 0
         model.train()
+        samples_per_step = (train_loader.batch_size or 0) * acc.num_processes * cfg.grad_accum
+        clock = time.perf_counter()  # start of the logging window, evaluation time left out
         while prog.step < total and not stop:
             loader.set_epoch(prog.epoch)
             epoch_loader = (
@@ -289,46 +305,53 @@ class Engine:
                 if rng is not None:
                     restore_rng(rng)
                     rng = None
+                if on_device is not None:
+                    batch = on_device(batch)
                 if freeze is not None and freeze.update(
                     prog.step, toggle_requires_grad=not distributed
                 ):
                     result.trainable_parameters = freeze.trainable_parameters()
                 with acc.accumulate(model):
                     loss, logs = loss_fn(model, batch)
-                    value = float(acc.reduce(loss.detach().float(), reduction="mean"))
-                    if not math.isfinite(value):
-                        raise NonFiniteLossError(
-                            prog.step + 1, "loss", value, prog.epoch, prog.batch_in_epoch
-                        )
+                    micro.append(acc.reduce(loss.detach().float(), reduction="mean"))
                     acc.backward(loss)
                     if acc.sync_gradients:
                         if freeze is not None:
                             freeze.mask_gradients()
-                        grad_norm = self._clip(model, prog)
+                        norm = None
+                        if cfg.max_grad_norm > 0:
+                            norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        step_losses, grad_norm = self._checked(micro, norm, prog)
                         step_lr = optimizer.param_groups[0]["lr"]
                         optimizer.step()
                         if not optimizer.step_was_skipped:
                             scheduler.step()
                             if after_step is not None:
-                                after_step(acc.unwrap_model(model))
+                                after_step(inner)
                     optimizer.zero_grad(set_to_none=True)
                 prog.batch_in_epoch += 1
-                micro.append(value)
                 for key, val in (logs or {}).items():
-                    extras.setdefault(key, []).append(float(val))
+                    extras.setdefault(key, []).append(
+                        val.detach() if isinstance(val, torch.Tensor) else val
+                    )
                 if not acc.sync_gradients:
                     continue
                 prog.step += 1
-                step_loss = sum(micro) / len(micro)
+                step_loss = sum(step_losses) / len(step_losses)
                 micro.clear()
                 result.losses.append((prog.step, step_loss))
                 window.append(step_loss)
                 bar.update(1)
                 if prog.step % cfg.log_every == 0 or prog.step == total:
-                    self._log_train(run_log, bar, prog, window, extras, step_lr, grad_norm)
+                    now = time.perf_counter()
+                    rate = len(window) * samples_per_step / max(now - clock, 1e-9)
+                    self._log_train(run_log, bar, prog, window, extras, step_lr, grad_norm, rate)
+                    clock = now
                 if eval_fn is not None and cfg.eval_every and prog.step % cfg.eval_every == 0:
+                    began = time.perf_counter()
                     stop = self._evaluate(model, eval_fn, prog, ckpt, run_log, result)
                     last_eval = prog.step
+                    clock += time.perf_counter() - began
                 if cfg.checkpoint_every and prog.step % cfg.checkpoint_every == 0:
                     result.last_checkpoint = self._save(ckpt, model, optimizer, scheduler, prog)
                     saved = dict(vars(prog))
@@ -339,8 +362,10 @@ class Engine:
                 prog.epoch += 1
                 prog.batch_in_epoch = 0
                 if eval_fn is not None and not cfg.eval_every and not stop:
+                    began = time.perf_counter()
                     stop = self._evaluate(model, eval_fn, prog, ckpt, run_log, result)
                     last_eval = prog.step
+                    clock += time.perf_counter() - began
         bar.close()
         if eval_fn is not None and last_eval != prog.step and not stop:
             stop = self._evaluate(model, eval_fn, prog, ckpt, run_log, result)
@@ -357,18 +382,27 @@ class Engine:
         acc.wait_for_everyone()
         return result
 
-    def _clip(self, model: nn.Module, prog: TrainProgress) -> float | None:
-        cfg, acc = self.config, self.accelerator
-        if cfg.max_grad_norm <= 0:
-            return None
-        norm = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-        if (
-            not math.isfinite(norm) and cfg.mixed_precision != "fp16"
-        ):  # fp16: the scaler skips the step
+    def _checked(
+        self, micro: list[torch.Tensor], norm: torch.Tensor | None, prog: TrainProgress
+    ) -> tuple[list[float], float | None]:
+        """The step's micro-batch losses and gradient norm on the host, checked finite.
+
+        The step's one host sync, made before ``optimizer.step`` so a non-finite loss or
+        gradient never reaches the weights (fp16: the grad scaler skips such steps itself).
+        """
+        values = torch.stack([*micro, *([norm.float()] if norm is not None else [])]).tolist()
+        losses, grad_norm = values[: len(micro)], values[-1] if norm is not None else None
+        for value in losses:
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    prog.step + 1, "loss", value, prog.epoch, prog.batch_in_epoch
+                )
+        finite = grad_norm is None or math.isfinite(grad_norm)
+        if not finite and self.config.mixed_precision != "fp16":
             raise NonFiniteLossError(
-                prog.step + 1, "gradient norm", norm, prog.epoch, prog.batch_in_epoch
+                prog.step + 1, "gradient norm", grad_norm, prog.epoch, prog.batch_in_epoch
             )
-        return norm
+        return losses, grad_norm
 
     def _log_train(
         self,
@@ -376,17 +410,21 @@ class Engine:
         bar: Any,
         prog: TrainProgress,
         window: list[float],
-        extras: dict[str, list[float]],
+        extras: dict[str, list[Any]],
         lr: float,
         grad_norm: float | None,
+        samples_per_s: float,
     ) -> None:
-        """Log the window's mean loss, the LR of the last step (first group) and extras."""
+        """Log the window's mean loss, the LR of the last step (first group), extras and the
+        window's training throughput (samples per second, all processes, no evaluation)."""
         row: dict[str, Any] = {"train/loss": sum(window) / len(window), "train/epoch": prog.epoch}
         row["train/lr"] = lr
+        row["train/samples_per_s"] = samples_per_s
         if grad_norm is not None:
             row["train/grad_norm"] = grad_norm
         for key, values in extras.items():
-            row[f"train/{key}"] = sum(values) / len(values)
+            stacked = torch.stack([torch.as_tensor(v).float().to(self.device) for v in values])
+            row[f"train/{key}"] = stacked.mean().item()  # one host sync per logged value
         run_log.log(prog.step, row)
         bar.set_postfix(loss=f"{row['train/loss']:.4f}", lr=f"{row['train/lr']:.2e}")
         window.clear()

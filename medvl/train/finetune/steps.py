@@ -106,7 +106,7 @@ def _projection_fit(
     groups = default_param_groups(aligner, engine.config.lr, engine.config.weight_decay)
     return engine.fit(
         aligner, loader, loss_fn, eval_fn, param_groups=groups,
-        after_step=lambda m: m.clamp_logit_scale_(),
+        after_step=lambda m: m.clamp_logit_scale_(), on_device=dataset.on_device,
     )  # fmt: skip
 
 
@@ -230,8 +230,9 @@ def train(model: FindingsClassifier, config: Any, engine_cfg: EngineConfig, size
             dataset, collate_fn=dataset.collate, drop_last=len(dataset) > engine_cfg.batch_size
         )
         result = engine.fit(
-            model, loader, loss_fn, lambda m: _val_auroc(m, val), param_groups=groups, freeze=freeze
-        )
+            model, loader, loss_fn, lambda m: _val_auroc(m, val), param_groups=groups,
+            freeze=freeze, on_device=dataset.on_device,
+        )  # fmt: skip
     if result.best_checkpoint is not None:
         load_model_weights(trained, result.best_checkpoint)
     if config.mode == "projection":

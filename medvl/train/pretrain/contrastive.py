@@ -122,6 +122,7 @@ def run_contrastive_stage(
         contrastive_loss_fn(stage.semantic_weight, locked, stage_loss(stage, aligner)),
         evaluate,
         after_step=clamp_logit_scale,
+        on_device=train_set.on_device,
     )
     after = {k: v for k, v in result.evals[-1].items() if k != "step"} if result.evals else {}
     if stage.load_best and result.best_checkpoint is not None:

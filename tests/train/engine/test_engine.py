@@ -58,6 +58,7 @@ def test_fit_learns_and_writes_run_files(tmp_path, toy_data):
     train_rows = [r for r in rows if "train/loss" in r]
     assert [r["step"] for r in train_rows] == list(range(1, 41))
     assert {"train/lr", "train/grad_norm", "train/pred_mean"} <= set(train_rows[0])
+    assert all(r["train/samples_per_s"] > 0 for r in train_rows)  # batch 8 per step, timed
     assert [r["step"] for r in rows if "eval/neg_mse" in r] == [20, 40]
     assert any((tmp_path / "tensorboard").iterdir())
     assert (tmp_path / "engine.yaml").is_file()
