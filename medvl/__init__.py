@@ -66,6 +66,9 @@ _FACE: dict[str, str] = {
     "load_iu": "medvl.data.sources.iu.xray",
     "read_gray": "medvl.data.sources.mask_folder",
     "read_mask": "medvl.data.sources.mask_folder",
+    "CtExampleConfig": "medvl.data.ct_example",
+    "write_ct_example": "medvl.data.ct_example",
+    "load_ct_example": "medvl.data.ct_example",
     # models: modules, their factories and file formats
     "create_aligner": "medvl.models.aligner",
     "MedVLAligner": "medvl.models.aligner",
@@ -81,6 +84,7 @@ _FACE: dict[str, str] = {
     "create_sam": "medvl.models.sam.model",
     "build_sam": "medvl.models.sam.model",
     "SamSegmenter": "medvl.models.sam.predict",
+    "PropagationStop": "medvl.models.sam.predict",
     "PromptConfig": "medvl.models.sam.prompts",
     "mask_box": "medvl.models.sam.geometry",
     "ArrayImageSource": "medvl.models.sam.cache",
@@ -108,6 +112,7 @@ _FACE: dict[str, str] = {
     "EvalDataConfig": "medvl.eval.jobs",
     "classification_metrics": "medvl.eval.metrics",
     "case_metrics": "medvl.eval.segmentation",
+    "evaluate_volume": "medvl.eval.volume_eval",
     "overlay_panels": "medvl.eval.overlays",
     # infer: study in, JSON / DICOM SEG / DICOM SR out
     "InferConfig": "medvl.infer.pipeline",

@@ -20,7 +20,7 @@ import numpy as np
 
 from medvl.eval.segmentation import case_metrics
 from medvl.models.sam.geometry import mask_box
-from medvl.models.sam.predict import SamSegmenter
+from medvl.models.sam.predict import UNBOUNDED_WALK_STOP, PropagationStop, SamSegmenter
 
 
 @dataclass
@@ -67,12 +67,16 @@ def evaluate_volume(
     spacing: tuple[float, float, float],
     held_out: Sequence[int] = (),
     margin_px: float = 5.0,
+    stop: PropagationStop | None = None,
 ) -> list[VolumeMetrics]:
     """Propagate a box from each structure's largest cross-section and score the 3-D mask.
 
     ``pixels`` is the (Z, H, W) volume windowed to [0, 1] as the SAM was trained; value ``n`` of
-    ``label_map`` is ``names[n - 1]``; ``spacing`` is (slice step, row, column) in mm.
+    ``label_map`` is ``names[n - 1]``; ``spacing`` is (slice step, row, column) in mm; ``stop``
+    ends the walks, which nothing else bounds (default: the rules measured on the CT example,
+    :data:`~medvl.models.sam.predict.UNBOUNDED_WALK_STOP`).
     """
+    stop = stop or PropagationStop(**UNBOUNDED_WALK_STOP)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     keep = np.zeros(label_map.shape[0], dtype=bool)
     keep[list(held_out)] = True
@@ -83,8 +87,9 @@ def evaluate_volume(
             continue
         start = largest_cross_section(gt)
         prediction = segmenter.predict_volume(
-            pixels, mask_box(gt[start]), mode="propagate", start_slice=start, margin_px=margin_px
-        )
+            pixels, mask_box(gt[start]), mode="propagate", start_slice=start,
+            margin_px=margin_px, stop=stop,
+        )  # fmt: skip
         metrics = case_metrics(prediction.mask, gt, spacing, structure=name)
         held = dice(prediction.mask[keep], gt[keep]) if gt[keep].any() else math.nan
         out.append(

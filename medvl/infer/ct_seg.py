@@ -7,7 +7,11 @@ structure is segmented from its 3-D box with :meth:`SamSegmenter.predict_volume`
 
 - ``mode: box3d``: every slice of the box's z range is prompted with the box's 2-D extent;
 - ``mode: propagate``: the box's middle slice is prompted with it, and each neighbour with the
-  previous slice's mask box plus ``margin_px``, within the box's z range.
+  previous slice's mask box plus ``margin_px``, within the box's z range, until ``stop``
+  (:class:`~medvl.models.sam.predict.PropagationStop`) finds a mask implausible as the next
+  cross-section. Off by default: the box's z range already bounds the walk, and on the demo's
+  SAM the rules cut more than they saved (data_cards/ct_example.md); a generous box wants
+  :data:`~medvl.models.sam.predict.UNBOUNDED_WALK_STOP`'s rules.
 
 A box is ``[x0, y0, z0, x1, y1, z1]`` (two opposite corners), either in voxel indices of the
 stacked series (``units: voxel``; x = column, y = row, z = slice along the normal, inclusive) or
@@ -27,7 +31,7 @@ from medvl.infer.volume_result import SeriesSegmentation, VolumeSegment
 from medvl.io.dicom import DicomImage, DicomReadError, read_dicom
 from medvl.io.series import SeriesInfo, Volume, assemble_series
 from medvl.io.windows import apply_window, resolve_window
-from medvl.models.sam.predict import SamSegmenter
+from medvl.models.sam.predict import PropagationStop, SamSegmenter
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class CtSegConfig:
     mode: Literal["box3d", "propagate"] = "propagate"
     window: tuple[float, float] | str = (40.0, 400.0)  # HU (center, width) or a preset name
     margin_px: float = 5.0  # propagate: growth of each slice's mask box for the next slice
+    stop: PropagationStop = field(default_factory=PropagationStop)  # propagate: off by default
     modalities: tuple[str, ...] = ("CT",)
 
     def __post_init__(self) -> None:
@@ -125,8 +130,9 @@ def segment_series(
             continue
         xyxy, (z0, z1) = placed
         prediction = segmenter.predict_volume(
-            pixels, xyxy, z_range=(z0, z1), mode=config.mode, margin_px=config.margin_px
-        )
+            pixels, xyxy, z_range=(z0, z1), mode=config.mode, margin_px=config.margin_px,
+            stop=config.stop,
+        )  # fmt: skip
         held = [prediction.scores[z] for z in range(z0, z1 + 1) if prediction.mask[z].any()]
         score = float(np.mean(held)) if held else 0.0
         result.segments.append(VolumeSegment(name, prediction.mask, voxel_mm3, score, (z0, z1)))

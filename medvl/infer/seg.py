@@ -6,11 +6,12 @@ source SOP Instance so a viewer overlays it on the right image.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from medvl import __version__
@@ -39,21 +40,51 @@ def algorithm_identification(name: str, version: str) -> hd.AlgorithmIdentificat
     )
 
 
+def segment_descriptions(
+    structures: Sequence[str], codes_of: Callable[[str], tuple[Code, Code]], version: str
+) -> list[hd.seg.SegmentDescription]:
+    """One automatic segment per structure, numbered from 1, coded by ``codes_of``.
+
+    Every medvl SEG (a radiograph's, a CT series') describes its segments this way: the
+    structure name as label and tracking ID, a fresh tracking UID, and this algorithm.
+    """
+    algorithm = algorithm_identification(SEG_ALGORITHM, version)
+    out = []
+    for number, structure in enumerate(structures, start=1):
+        category, prop = codes_of(structure)
+        out.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=structure[:64],
+                segmented_property_category=category,
+                segmented_property_type=prop,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                tracking_uid=generate_uid(),
+                tracking_id=f"medvl {structure}"[:64],
+            )
+        )
+    return out
+
+
 def binary_segmentation(
     sources: Sequence[Dataset],
     pixels: np.ndarray,
-    descriptions: list[hd.seg.SegmentDescription],
+    structures: Sequence[str],
+    codes_of: Callable[[str], tuple[Code, Code]],
     series_number: int,
     version: str,
     **options: object,
 ) -> hd.seg.Segmentation:
     """A BINARY SEG of ``sources`` with the series, device and algorithm fields every medvl SEG
-    shares (one radiograph or a CT series); ``options`` go to highdicom as they are."""
-    return hd.seg.Segmentation(
+    shares (one radiograph or a CT series): one segment per structure
+    (:func:`segment_descriptions`), the private scheme declared when a code uses it.
+    ``options`` go to highdicom as they are."""
+    seg = hd.seg.Segmentation(
         source_images=list(sources),
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
+        segment_descriptions=segment_descriptions(structures, codes_of, version),
         series_instance_uid=generate_uid(),
         series_number=series_number,
         sop_instance_uid=generate_uid(),
@@ -65,6 +96,9 @@ def binary_segmentation(
         series_description=SEG_SERIES_DESCRIPTION,
         **options,
     )
+    if any(uses_local_scheme(*codes_of(structure)) for structure in structures):
+        seg.CodingSchemeIdentificationSequence = coding_scheme_identification()
+    return seg
 
 
 def build_segmentation(
@@ -94,31 +128,14 @@ def build_segmentation(
             raise ValueError(
                 f"mask for {seg.structure} is {seg.mask.shape}, source image is {shape}"
             )
-    version = algorithm_version(weights_sha256)
-    algorithm = algorithm_identification(SEG_ALGORITHM, version)
-    descriptions = []
-    for number, seg in enumerate(segments, start=1):
-        category, prop = structure_codes(seg.structure)
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=seg.structure[:64],
-                segmented_property_category=category,
-                segmented_property_type=prop,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algorithm,
-                tracking_uid=generate_uid(),
-                tracking_id=f"medvl {seg.structure}"[:64],
-            )
-        )
+    names = [seg.structure for seg in segments]
     pixels = np.stack([seg.mask.astype(bool) for seg in segments], axis=-1)[None]
     seg = binary_segmentation(
-        [source], pixels, descriptions, series_number, version, omit_empty_frames=False
-    )
+        [source], pixels, names, structure_codes, series_number,
+        algorithm_version(weights_sha256), omit_empty_frames=False,
+    )  # fmt: skip
     for group in seg.SharedFunctionalGroupsSequence:
         if "PixelMeasuresSequence" in group:
             del group.PixelMeasuresSequence
     seg.PatientOrientation = source.get("PatientOrientation", "")
-    if any(uses_local_scheme(*structure_codes(seg.structure)) for seg in segments):
-        seg.CodingSchemeIdentificationSequence = coding_scheme_identification()
     return seg

@@ -18,16 +18,10 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import generate_uid
 
 from medvl.data.ct_example.structures import PROPERTY_TYPES
-from medvl.infer.codes import coding_scheme_identification, structure_codes, uses_local_scheme
-from medvl.infer.seg import (
-    SEG_ALGORITHM,
-    algorithm_identification,
-    algorithm_version,
-    binary_segmentation,
-)
+from medvl.infer.codes import structure_codes
+from medvl.infer.seg import algorithm_version, binary_segmentation
 from medvl.infer.volume_result import SeriesSegmentation
 
 
@@ -61,28 +55,12 @@ def build_volume_segmentation(
             raise ValueError(
                 f"mask for {segment.structure} is {segment.mask.shape}, series {shape}"
             )
-    version = algorithm_version(weights_sha256)
-    algorithm = algorithm_identification(SEG_ALGORITHM, version)
-    descriptions = []
-    for number, segment in enumerate(series.segments, start=1):
-        category, prop = volume_structure_codes(segment.structure)
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=segment.structure[:64],
-                segmented_property_category=category,
-                segmented_property_type=prop,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algorithm,
-                tracking_uid=generate_uid(),
-                tracking_id=f"medvl {segment.structure}"[:64],
-            )
-        )
+    names = [segment.structure for segment in series.segments]
     pixels = np.stack([s.mask.astype(bool) for s in series.segments], axis=-1)
-    seg = binary_segmentation(sources, pixels, descriptions, series_number, version)
-    if any(uses_local_scheme(*volume_structure_codes(s.structure)) for s in series.segments):
-        seg.CodingSchemeIdentificationSequence = coding_scheme_identification()
-    return seg
+    version = algorithm_version(weights_sha256)
+    return binary_segmentation(
+        sources, pixels, names, volume_structure_codes, series_number, version
+    )
 
 
 def write_series_segmentations(

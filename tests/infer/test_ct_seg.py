@@ -105,7 +105,7 @@ def test_volumes_from_known_masks_are_exact(series_dir: Path, crop, models, tmp_
     pipeline = InferencePipeline(config)
     masks = iter([labels == 1, labels == 2])
 
-    def known(volume, box, z_range=None, mode="box3d", start_slice=None, margin_px=5.0):
+    def known(volume, box, z_range=None, mode="box3d", start_slice=None, **_):
         return VolumePrediction(next(masks), scores={z: 1.0 for z in range(len(volume))})
 
     pipeline.segmenter.predict_volume = known

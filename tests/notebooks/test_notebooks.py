@@ -21,6 +21,7 @@ EXPECTED = (
     "03_dapt_and_lora.ipynb",
     "04_sam_decoder_finetuning.ipynb",
     "05_pacs_inference.ipynb",
+    "06_real_ct.ipynb",
 )
 CELL_TIMEOUT_S = 600
 

@@ -11,7 +11,14 @@ Volumes (CT/MR) are segmented slice by slice (:meth:`SamSegmenter.predict_volume
   slices are embedded and decoded in batches (one prompt per slice, one decoder call).
 - ``mode="propagate"``: a box on one slice (MedSAM users' request): each neighbouring slice is
   prompted with the bounding box of the previous slice's mask plus a margin, walking up and down
-  until the mask vanishes or the range ends.
+  until the mask vanishes, a :class:`PropagationStop` rule fires, or the range ends.
+
+A decoder answers a box with some mask, also past the organ's end (a weak model seldom returns
+an empty one), so "until the mask vanishes" alone walks on to the ends of the scan.
+:class:`PropagationStop` ends a walk at the first slice whose mask is implausible as the next
+cross-section of the same structure: its area collapses or jumps against the previous slice's,
+it shrinks below a fraction of the start slice's, the predicted IoU is low, or it overlaps the
+previous slice's mask too little. That slice's mask is discarded.
 
 Slices are reassembled into a (Z, H, W) mask; slices outside the prompted range stay empty.
 """
@@ -19,6 +26,7 @@ Slices are reassembled into a (Z, H, W) mask; slices outside the prompted range 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,13 +51,68 @@ class SegPrediction:
     output_index: np.ndarray
 
 
+UNBOUNDED_WALK_STOP = {"min_overlap": 0.6, "max_area_ratio": 1.5}
+"""The rules measured on the ct-example CT for a walk that no 3-D box bounds (data card): the
+growth rule ends one that runs on past the organ's end, the overlap rule one that jumps away."""
+
+
+@dataclass
+class PropagationStop:
+    """When a propagation walk ends: each rule is off at its neutral value (0, or inf).
+
+    Areas are pixel counts. ``min_area_ratio``: the mask is smaller than this fraction of the
+    previous slice's; ``max_area_ratio``: larger than this multiple of it; ``min_start_ratio``:
+    smaller than this fraction of the start slice's; ``min_score``: the predicted IoU is below
+    it; ``min_overlap``: the IoU of the mask with the previous slice's mask is below it.
+    """
+
+    min_area_ratio: float = 0.0
+    max_area_ratio: float = math.inf
+    min_start_ratio: float = 0.0
+    min_score: float = 0.0
+    min_overlap: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_area_ratio", "min_start_ratio", "min_score", "min_overlap"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not self.max_area_ratio >= 1.0:
+            raise ValueError(f"max_area_ratio must be >= 1, got {self.max_area_ratio}")
+
+    def reason(
+        self, mask: np.ndarray, score: float, previous: np.ndarray, start_area: int
+    ) -> str | None:
+        """The first rule ``mask`` (after ``previous``) breaks, or ``None`` to go on."""
+        area, before = int(mask.sum()), int(previous.sum())
+        if area < self.min_area_ratio * before:
+            return "area_collapse"
+        if area > self.max_area_ratio * before:
+            return "area_growth"
+        if area < self.min_start_ratio * start_area:
+            return "below_start_area"
+        if self.min_score and score < self.min_score:  # an untrained IoU head can go below 0
+            return "low_score"
+        union = int(np.logical_or(mask, previous).sum())
+        if (
+            self.min_overlap
+            and int(np.logical_and(mask, previous).sum()) < self.min_overlap * union
+        ):
+            return "low_overlap"
+        return None
+
+
 @dataclass
 class VolumePrediction:
-    """A (Z, H, W) mask and the 2-D box each slice was prompted with."""
+    """A (Z, H, W) mask, the 2-D box each slice was prompted with, and where walks stopped.
+
+    ``stops`` maps the slice where a propagation walk ended (its mask discarded) to the reason:
+    ``"empty"`` or a :meth:`PropagationStop.reason`; a walk that reached its range's end has none.
+    """
 
     mask: np.ndarray
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
     scores: dict[int, float] = field(default_factory=dict)
+    stops: dict[int, str] = field(default_factory=dict)
 
 
 class SamSegmenter:
@@ -171,11 +234,13 @@ class SamSegmenter:
         mode: Literal["box3d", "propagate"] = "box3d",
         start_slice: int | None = None,
         margin_px: float = 5.0,
+        stop: PropagationStop | None = None,
     ) -> VolumePrediction:
         """Segment a (Z, H, W) volume in [0, 1] slice by slice; see the module docstring.
 
         ``box`` is xyxy in slice pixels; ``z_range`` (inclusive, default all slices) bounds the
-        slices; ``start_slice`` (propagate mode, default the middle of the range) holds ``box``.
+        slices; ``start_slice`` (propagate mode, default the middle of the range) holds ``box``;
+        ``stop`` (propagate mode; default: only an empty mask stops) ends the walks early.
         """
         if volume.ndim != 3:
             raise ValueError(f"expected a (Z, H, W) volume, got shape {volume.shape}")
@@ -199,11 +264,13 @@ class SamSegmenter:
         start = (z0 + z1) // 2 if start_slice is None else start_slice
         if not z0 <= start <= z1:
             raise ValueError(f"start slice {start} is outside {z0}..{z1}")
-        self._walk(volume, result, box2d, range(start, z1 + 1), margin_px)
+        stop = stop or PropagationStop()
+        self._walk(volume, result, box2d, range(start, z1 + 1), margin_px, stop)
         seed = mask_box(result.mask[start])
         if seed is not None:
             grown = _grow(seed, margin_px, *volume.shape[1:])
-            self._walk(volume, result, grown, range(start - 1, z0 - 1, -1), margin_px)
+            down = range(start - 1, z0 - 1, -1)
+            self._walk(volume, result, grown, down, margin_px, stop, result.mask[start])
         return result
 
     def _walk(
@@ -213,18 +280,33 @@ class SamSegmenter:
         box: np.ndarray,
         zs: range,
         margin: float,
+        stop: PropagationStop,
+        previous: np.ndarray | None = None,
     ) -> None:
-        """Prompt the slices ``zs`` in order, each with the previous mask's box plus a margin."""
+        """Prompt the slices ``zs`` in order, each with the previous mask's box plus a margin.
+
+        Each mask is checked by ``stop`` against the one before it; ``previous`` is the start
+        slice's mask when the walk begins beside it, ``None`` when ``zs`` begins at the start.
+        """
         current = box
+        start_area = int(previous.sum()) if previous is not None else 0
         for z in zs:
             emb, geos = self.embed([volume[z]])
             pred = self.decode(emb, geos, boxes=current[None])
-            result.boxes[z], result.scores[z] = current.copy(), float(pred.scores[0])
-            found = mask_box(pred.masks[0])
-            if found is None:
-                logger.debug("propagation stops at slice %d: empty mask", z)
+            mask, score = pred.masks[0], float(pred.scores[0])
+            result.boxes[z], result.scores[z] = current.copy(), score
+            found = mask_box(mask)
+            reason = "empty" if found is None else None
+            if reason is None and previous is not None:
+                reason = stop.reason(mask, score, previous, start_area)
+            if reason is not None:
+                logger.debug("propagation stops at slice %d: %s", z, reason)
+                result.stops[z] = reason
                 return
-            result.mask[z] = pred.masks[0]
+            result.mask[z] = mask
+            if previous is None:
+                start_area = int(mask.sum())  # the start slice: the reference for the rest
+            previous = mask
             current = _grow(found, margin, *volume.shape[1:])
 
 
