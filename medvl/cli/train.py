@@ -43,7 +43,7 @@ def pretrain_command(
         summary = pretrain(cfg)
     for stage in summary["stages"]:
         before, after = stage.get("before", {}), stage.get("after", {})
-        shown = [k for k in ("mlm_loss", "zeroshot_auroc", "i2t_R@5") if k in after]
+        shown = [k for k in ("mlm_loss", "ssl_loss", "zeroshot_auroc", "i2t_R@5") if k in after]
         numbers = ", ".join(
             f"{k} {before.get(k, float('nan')):.4f} -> {after[k]:.4f}" for k in shown
         )

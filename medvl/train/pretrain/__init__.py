@@ -1,7 +1,7 @@
-"""Domain-adaptive pretraining: chained stages (``mlm``, ``contrastive``) on one aligner.
+"""Domain-adaptive pretraining: chained stages (``mlm``, ``image_ssl``, ``contrastive``).
 
-:mod:`.job` runs the job (:func:`pretrain`), :mod:`.stages` configures a stage, :mod:`.mlm` and
-:mod:`.contrastive` train one stage each.
+:mod:`.job` runs the job (:func:`pretrain`), :mod:`.stages` configures a stage, :mod:`.mlm`,
+:mod:`.image_ssl` and :mod:`.contrastive` train one stage each.
 """
 
 from medvl.train.pretrain.job import PretrainConfig, pretrain, stage_dir

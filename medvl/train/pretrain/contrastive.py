@@ -25,7 +25,7 @@ from medvl.models.locked_text import LockedTextAligner
 from medvl.models.losses import ContrastiveLoss, SemanticMatchingLoss, SigmoidLoss
 from medvl.models.zeroshot import PromptBank
 from medvl.train.engine import EngineConfig
-from medvl.train.pretrain.stages import StageConfig
+from medvl.train.pretrain.stages import StageConfig, finish_stage
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,6 @@ def run_contrastive_stage(
 ) -> dict[str, Any]:
     """Align ``aligner`` on the stage's pairs; returns validation numbers before and after."""
     from medvl.train.engine import Engine
-    from medvl.train.engine.checkpoint import load_model_weights
 
     size = aligner.config.image.image_size
     locked = stage.text_tower == "locked"
@@ -124,17 +123,9 @@ def run_contrastive_stage(
         after_step=clamp_logit_scale,
         on_device=train_set.on_device,
     )
-    after = {k: v for k, v in result.evals[-1].items() if k != "step"} if result.evals else {}
-    if stage.load_best and result.best_checkpoint is not None:
-        load_model_weights(model, result.best_checkpoint)
-        after = evaluate(aligner)
     return {
         "pairs_train": len(train_set),
         "pairs_val": len(val_data["text"]),
         "before": before,
-        "after": after,
-        "steps": result.step,
-        "final_loss": result.final_loss,
-        "best_step": result.best_step,
-        "wall_time_s": result.wall_time_s,
+        **finish_stage(result, stage, model, lambda: evaluate(aligner)),
     }

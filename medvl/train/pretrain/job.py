@@ -1,4 +1,4 @@
-"""Domain-adaptive pretraining: chained ``mlm`` and ``contrastive`` stages on one aligner.
+"""Domain-adaptive pretraining: chained ``mlm``, ``image_ssl`` and ``contrastive`` stages.
 
 ``medvl pretrain --config configs/dapt_phantom.yaml [key=value ...]`` runs
 :func:`pretrain`. Each stage trains in ``<output_dir>/<NN>-<name>/`` (engine checkpoints,
@@ -128,8 +128,16 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
 
     from medvl.data.processes import process_state
     from medvl.models.aligner import MedVLAligner, create_aligner
+    from medvl.models.ssl.objective import method_problem
     from medvl.train.pretrain.contrastive import run_contrastive_stage
+    from medvl.train.pretrain.image_ssl import run_image_ssl_stage
     from medvl.train.pretrain.mlm import run_mlm_stage
+
+    runners = {
+        "mlm": run_mlm_stage,
+        "image_ssl": run_image_ssl_stage,
+        "contrastive": run_contrastive_stage,
+    }
 
     state = process_state(any(stage.train.cpu for stage in config.stages))
     main = state.is_main_process
@@ -139,6 +147,10 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
         save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
     aligner = create_aligner(config.model, **starting_overrides(config))
+    for stage in config.stages:  # before any stage trains: a mismatch is a config error
+        problem = method_problem(stage.method, aligner.image_tower)
+        if stage.kind == "image_ssl" and problem is not None:
+            raise ConfigError(f"stages.{stage.name}.method: {problem}")
     summary: dict[str, Any] = {"model": config.model, "stages": []}
     for index, stage in enumerate(config.stages):
         folder = stage_dir(config, index)
@@ -153,8 +165,7 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
         train = dataclasses.replace(stage.train, output_dir=folder)
         started = time.perf_counter()
         logger.info("stage %d/%d: %s (%s)", index + 1, len(config.stages), stage.name, stage.kind)
-        runner = run_mlm_stage if stage.kind == "mlm" else run_contrastive_stage
-        numbers = runner(aligner, stage, train)
+        numbers = runners[stage.kind](aligner, stage, train)
         record = {"name": stage.name, "kind": stage.kind, **numbers}
         record["stage_wall_time_s"] = time.perf_counter() - started
         if main:

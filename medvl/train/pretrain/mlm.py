@@ -25,7 +25,7 @@ from medvl.data.report_corpus import TokenizedReports, load_report_corpus, split
 from medvl.models.aligner import MedVLAligner
 from medvl.models.mlm_head import build_mlm_model
 from medvl.train.engine import EngineConfig
-from medvl.train.pretrain.stages import StageConfig
+from medvl.train.pretrain.stages import StageConfig, finish_stage
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,6 @@ def run_mlm_stage(aligner: MedVLAligner, stage: StageConfig, train: EngineConfig
     The held-out loss is measured on the same masked reports before and after training.
     """
     from medvl.train.engine import Engine
-    from medvl.train.engine.checkpoint import load_model_weights
 
     texts = load_report_corpus(stage.corpus, stage.exclude_splits)
     train_texts, val_texts = split_corpus(texts, stage.val_fraction)
@@ -97,16 +96,9 @@ def run_mlm_stage(aligner: MedVLAligner, stage: StageConfig, train: EngineConfig
     loader = engine.make_loader(train_set, collate_fn=collate, drop_last=True)
     logger.info("MLM on %d reports (%d held out)", len(train_set), len(val_set))
     result = engine.fit(mlm, loader, mlm_loss, evaluate if len(val_set) else None)
-    after = {k: v for k, v in result.evals[-1].items() if k != "step"} if result.evals else {}
-    if stage.load_best and result.best_checkpoint is not None:
-        load_model_weights(mlm, result.best_checkpoint)
-        after = evaluate(mlm)
     return {
         "reports_train": len(train_set),
         "reports_val": len(val_set),
         "before": before,
-        "after": after,
-        "steps": result.step,
-        "final_loss": result.final_loss,
-        "wall_time_s": result.wall_time_s,
+        **finish_stage(result, stage, mlm, lambda: evaluate(mlm)),
     }
