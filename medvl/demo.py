@@ -301,6 +301,8 @@ class DemoRun:
             "zero-shot macro AUROC, base (general-domain text)": n["zeroshot_base"]["macro_auroc"],
             "zero-shot macro AUROC, after DAPT": n["zeroshot_dapt"]["macro_auroc"],
             "LoRA few-shot macro AUROC": n["lora"]["macro_auroc"],
+            "gain of DAPT (zero-shot after - base)": _gain(n["zeroshot_dapt"], n["zeroshot_base"]),
+            "gain of LoRA (LoRA - zero-shot after DAPT)": _gain(n["lora"], n["zeroshot_dapt"]),
             "LoRA trainable parameters": n["lora"].get("trainable_parameters"),
             "LoRA step picked on validation (0 = the zero-shot start)": n["lora"].get("best_step"),
             "MLM held-out loss before / after": _pair(mlm, "mlm_loss"),
@@ -346,6 +348,12 @@ def _ct_rows(scores: dict[str, dict[str, float]] | None) -> dict[str, Any]:
             f"{_fmt(s['dice_3d'])} / {s['volume_error']:+.1%}"
         )
     return rows
+
+
+def _gain(after: dict[str, Any], before: dict[str, Any]) -> str:
+    """Macro AUROC of ``after`` minus ``before``, signed (the honest number, gain or not)."""
+    a, b = after.get("macro_auroc"), before.get("macro_auroc")
+    return "n/a" if a is None or b is None else f"{a - b:+.3f}"
 
 
 def _pair(stage: dict[str, Any], key: str) -> str:

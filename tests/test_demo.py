@@ -25,6 +25,8 @@ def test_small_demo_adapts_and_segments(tmp_path: Path, readme_code) -> None:
     dice_before = rows["SAM lungs Dice before fine-tuning"]
     assert rows["SAM lungs Dice after fine-tuning"] > dice_before + 0.2
     assert rows["LoRA trainable parameters"] > 0
+    gain = rows["gain of LoRA (LoRA - zero-shot after DAPT)"]
+    assert float(gain) == pytest.approx(rows["LoRA few-shot macro AUROC"] - after, abs=1e-3)
     assert summary["ingest"]["failures"] == 0 and summary["ingest"]["images"] > 0
     out = tmp_path / "demo"
     assert (out / "summary.md").read_text().startswith("# medvl demo summary")

@@ -144,3 +144,22 @@ def test_the_engine_folder_is_the_jobs_not_the_users():
     with pytest.raises(ConfigError, match=r"train\.output_dir .*set output_dir instead"):
         from_dict(FinetuneConfig, {"train": {"output_dir": "runs/elsewhere"}})
     assert from_dict(FinetuneConfig, {"output_dir": "runs/x"}).train.output_dir is None
+
+
+def test_lora_head_learns_at_head_lr_and_the_adapters_at_train_lr():
+    from medvl.models import PromptBank
+    from medvl.train.engine import EngineConfig
+    from medvl.train.finetune.steps import build_classifier, lora_param_groups
+
+    config = from_dict(FinetuneConfig, {"mode": "lora", "head_lr": 1e-2, "train": {"lr": 1e-3}})
+    prompts = PromptBank.from_yaml().subset(["Cardiomegaly", "Edema"])
+    model = build_classifier(create_aligner("tiny"), prompts, config)
+    groups = lora_param_groups(model, EngineConfig(lr=1e-3), config.head_lr)
+    head = {id(p) for p in model.head.parameters()}
+    lrs = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert {lrs[i] for i in head} == {1e-2}
+    adapters = [id(p) for n, p in model.named_parameters() if "lora_" in n]
+    assert adapters and {lrs[i] for i in adapters} == {1e-3}
+    assert set(lrs) == {id(p) for p in model.parameters() if p.requires_grad}
+    default = lora_param_groups(model, EngineConfig(lr=1e-3), 0.0)
+    assert {g["lr"] for g in default} == {1e-3}

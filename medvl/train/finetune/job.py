@@ -88,6 +88,7 @@ class FinetuneConfig:
         default_factory=lambda: FreezeConfig("two_stage", head_steps=100, top_blocks=2)
     )
     layer_decay: float = 0.5  # partial/full: LR of a block = lr * layer_decay ** depth
+    head_lr: float = 0.0  # lora/prompt_learning: the head's LR; 0 = train.lr
     subgroups: tuple[str, ...] = ()  # header fields to stratify eval_split by (subgroups.csv)
     subgroup_min_positives: int = 5
     train: EngineConfig = field(default_factory=EngineConfig)

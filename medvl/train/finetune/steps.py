@@ -68,6 +68,21 @@ def projection_parameters(aligner: nn.Module) -> list[nn.Parameter]:
     return params
 
 
+def lora_param_groups(
+    model: FindingsClassifier, engine_cfg: EngineConfig, head_lr: float
+) -> list[dict[str, Any]]:
+    """The head at ``head_lr`` (0 = ``train.lr``) and everything else trainable at ``train.lr``.
+
+    The zero-shot head's weights are ``logit_scale`` times prompt differences, so at the
+    adapters' learning rate it hardly moves; few-shot gains need it to learn faster.
+    """
+    lr, decay = engine_cfg.lr, engine_cfg.weight_decay
+    groups = default_param_groups(model.head, head_lr or lr, decay)
+    if any(p.requires_grad for p in model.aligner.parameters()):
+        groups += default_param_groups(model.aligner, lr, decay)
+    return groups
+
+
 def refresh_zero_shot_head(model: FindingsClassifier) -> None:
     """Mode ``projection``: rebuild a linear head as the zero-shot head of the new projections."""
     if model.kind != "linear":  # prompt heads embed the prompts on every call already
@@ -225,7 +240,7 @@ def train(model: FindingsClassifier, config: Any, engine_cfg: EngineConfig, size
             if config.mode == "partial":
                 freeze = FreezeSchedule(blocks, config.freeze)
         else:
-            groups = default_param_groups(model, engine_cfg.lr, engine_cfg.weight_decay)
+            groups = lora_param_groups(model, engine_cfg, config.head_lr)
         loader = engine.make_loader(
             dataset, collate_fn=dataset.collate, drop_last=len(dataset) > engine_cfg.batch_size
         )
