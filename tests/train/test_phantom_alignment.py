@@ -1,11 +1,15 @@
 """End to end on phantom pairs: DAPT (MLM + contrastive) and few-shot LoRA, asserted on CPU.
 
-One session-scoped run (1,500 phantom studies at 64 px, tiny image tower, the real
+One session-scoped run (4,000 phantom studies at 64 px, tiny image tower, the real
 all-MiniLM-L6-v2 text tower: 20 MLM steps on the IU reports, then 900 contrastive steps with
-the text tower locked, about three minutes on two cores) feeds every test here. The held-out
+the text tower locked, about four minutes on two cores) feeds every test here. The held-out
 set is the phantoms' val + test splits (report-level splits of the IU reports, so no report
 is shared with training). Zero-shot AUROC is the macro over the findings the phantoms draw
 that have both classes in the held-out set.
+
+Fine-tuning is scored on the demo's seven findings: with 4,000 studies each has at least 11
+positives in the test split (375 studies). Smaller phantom sets, or the rarer findings, leave
+one or two positives per finding, and a macro AUROC over those cannot resolve 0.05.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from medvl.train.pretrain import PretrainConfig, pretrain
 
 pytestmark = pytest.mark.slow
 QUIET = {"progress": False, "tensorboard": False, "log_every": 50}
+FINDINGS = [
+    "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema", "Atelectasis", "Pleural Effusion",
+    "Support Devices",
+]  # fmt: skip
 
 
 def heldout_metrics(aligner: MedVLAligner, manifest) -> dict[str, float]:
@@ -41,7 +49,7 @@ def dapt(tmp_path_factory):
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("dapt")
     manifest = generate_phantoms(
-        1500, root / "phantoms", seed=0, size=64, workers=2, progress=False
+        4000, root / "phantoms", seed=0, size=64, workers=2, progress=False
     )
     torch.manual_seed(0)
     base = create_aligner("tiny-minilm")
@@ -119,7 +127,7 @@ def finetune_job(dapt, out, model, mode: str, lr: float = 1e-3, **extra) -> dict
                 "mode": mode,
                 "output_dir": str(out / mode),
                 "data": {"manifest": str(dapt["manifest"]), "augment": True},
-                "head": {"findings": list(DRAWABLE)},
+                "head": {"findings": FINDINGS},
                 "lora": {"r": 4, "alpha": 8},
                 "train": {
                     **QUIET,
@@ -137,17 +145,18 @@ def finetune_job(dapt, out, model, mode: str, lr: float = 1e-3, **extra) -> dict
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known regression (issue 16): on generator-v2 phantoms LoRA from the unaligned base "
-    "keeps its zero-shot (validation picks step 0); strict, so a fix shows as XPASS",
-)
 def test_few_shot_lora_beats_zero_shot_of_the_general_domain_base(dapt, tmp_path):
-    """16 labelled studies per finding and LoRA teach the unadapted model what prompts cannot."""
+    """16 labelled studies per finding and LoRA teach the unadapted model what prompts cannot.
+
+    The head learns at ``head_lr``: its zero-shot weights are ``logit_scale``-sized, and at the
+    adapters' rate it hardly moves.
+    """
     base = dapt["root"] / "base"
     zero = finetune_job(dapt, tmp_path, base, "zero_shot")
-    lora = finetune_job(dapt, tmp_path, base, "lora", 2e-3, few_shot={"k": 16, "seed": 0})
-    assert lora["train_examples"] <= 2 * 16 * len(DRAWABLE)
+    lora = finetune_job(
+        dapt, tmp_path, base, "lora", 1e-3, few_shot={"k": 16, "seed": 0}, head_lr=1e-2
+    )
+    assert lora["train_examples"] <= 2 * 16 * len(FINDINGS)
     assert lora["macro_auroc"] > zero["macro_auroc"] + 0.05, (zero["macro_auroc"], lora)
 
 
