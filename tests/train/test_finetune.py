@@ -163,3 +163,5 @@ def test_lora_head_learns_at_head_lr_and_the_adapters_at_train_lr():
     assert set(lrs) == {id(p) for p in model.parameters() if p.requires_grad}
     default = lora_param_groups(model, EngineConfig(lr=1e-3), 0.0)
     assert {g["lr"] for g in default} == {1e-3}
+    with pytest.raises(ConfigError, match="head_lr must be >= 0"):
+        from_dict(FinetuneConfig, {"head_lr": -1e-3})

@@ -99,6 +99,8 @@ class FinetuneConfig:
             raise ValueError(f"unknown mode {self.mode!r}")
         if self.few_shot.k < 0:
             raise ValueError(f"few_shot.k must be >= 0, got {self.few_shot.k}")
+        if self.head_lr < 0:
+            raise ValueError(f"head_lr must be >= 0 (0 = train.lr), got {self.head_lr}")
         refuse_output_dir(self.train, "train", "<output_dir>/train")
         check_fields(self.subgroups)
 
