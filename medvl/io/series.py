@@ -84,10 +84,21 @@ class Volume:
     @property
     def affine(self) -> np.ndarray:
         """4 x 4 matrix mapping (z, y, x, 1) voxel indices to patient (x, y, z, 1) in mm."""
-        matrix = np.eye(4)
-        matrix[:3, :3] = (self.direction * np.asarray(self.spacing)[:, None]).T
-        matrix[:3, 3] = self.origin
-        return matrix
+        return voxel_affine(self.direction, self.spacing, self.origin)
+
+
+def voxel_affine(
+    direction: np.ndarray, spacing: tuple[float, float, float], origin: tuple[float, float, float]
+) -> np.ndarray:
+    """4 x 4 matrix mapping (z, y, x, 1) voxel indices to patient (x, y, z, 1) in mm.
+
+    ``direction`` rows are the patient-space unit vectors of the z, y and x voxel axes,
+    ``spacing`` their steps in mm and ``origin`` the position of voxel (0, 0, 0).
+    """
+    matrix = np.eye(4)
+    matrix[:3, :3] = (direction * np.asarray(spacing)[:, None]).T
+    matrix[:3, 3] = origin
+    return matrix
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,21 @@ def files(folder: Path) -> set[str]:
     return {p for p in out if not re.search(r"rng-[1-9]\d*\.pt$", p)}
 
 
+def two_ranks_and_one(line: str, workdir: Path, common: list[str], name: str) -> tuple[dict, dict]:
+    """``line`` with 2 processes of batch 4 and in 1 process of batch 8 (same global batch).
+
+    Asserts the launch formed one 2-process group and both runs wrote the same files; returns
+    the ``metrics.json`` of the 1-process and the 2-process run.
+    """
+    output = launch(line, workdir, [*common, "train.batch_size=4", f"output_dir=runs/{name}_two"])
+    single([*job_args(line), *common, "train.batch_size=8", f"output_dir=runs/{name}_one"], workdir)
+    one, two = workdir / "runs" / f"{name}_one", workdir / "runs" / f"{name}_two"
+    assert processes_logged(output) == {2}
+    assert files(one) == files(two)
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    return a, b
+
+
 def processes_logged(output: str) -> set[int]:
     return {int(n) for n in re.findall(r"(\d+) processes, batch", output)}
 
@@ -173,12 +188,7 @@ def test_pretrain_under_accelerate_launch_is_one_group(workdir, pretrained, read
 def test_finetune_two_ranks_match_one(workdir, pretrained, readme_code):
     common = ["train.max_steps=3", "train.eval_every=0", "data.augment=false", *SMALL_TRAIN]
     line = multi_process_commands(readme_code)["torchrun", "finetune"]
-    output = launch(line, workdir, [*common, "train.batch_size=4", "output_dir=runs/ft_two"])
-    single([*job_args(line), *common, "train.batch_size=8", "output_dir=runs/ft_one"], workdir)
-    one, two = workdir / "runs" / "ft_one", workdir / "runs" / "ft_two"
-    assert processes_logged(output) == {2}
-    assert files(one) == files(two)
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    a, b = two_ranks_and_one(line, workdir, common, "ft")
     assert (a["train_examples"], a["trainable_parameters"]) == (
         b["train_examples"],
         b["trainable_parameters"],
@@ -192,12 +202,7 @@ def test_segment_finetune_two_ranks_match_one(workdir, readme_code):
               "eval.overlays=0",
               "cache.dir=runs/sam_cache", "train.progress=false"]  # fmt: skip
     line = multi_process_commands(readme_code)["torchrun", "segment-finetune"]
-    output = launch(line, workdir, [*common, "train.batch_size=4", "output_dir=runs/sam_two"])
-    single([*job_args(line), *common, "train.batch_size=8", "output_dir=runs/sam_one"], workdir)
-    one, two = workdir / "runs" / "sam_one", workdir / "runs" / "sam_two"
-    assert processes_logged(output) == {2}
-    assert files(one) == files(two)
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    a, b = two_ranks_and_one(line, workdir, common, "sam")
     assert b["initial_val_dice"] == pytest.approx(a["initial_val_dice"], abs=1e-6)
     dice = [m["splits"]["val"]["all"]["dice_mean"] for m in (a, b)]
     # prompt jitter is drawn per rank, so 2 steps of training move Dice a little differently

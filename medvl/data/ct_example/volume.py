@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from medvl.data.ct_example.locate import CT_LABELS, CT_STRUCTURES, CT_VOLUME, ct_example_dir
+from medvl.io.series import voxel_affine
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 DICOM_AXES = ("L", "P", "S")  # where array axes (column, row, slice) point in nibabel's codes
@@ -42,10 +43,7 @@ class CtVolume:
     @property
     def affine(self) -> np.ndarray:
         """4 x 4 matrix mapping (z, y, x, 1) voxel indices to LPS (x, y, z, 1) in mm."""
-        matrix = np.eye(4)
-        matrix[:3, :3] = (self.direction * np.asarray(self.spacing)[:, None]).T
-        matrix[:3, 3] = self.origin
-        return matrix
+        return voxel_affine(self.direction, self.spacing, self.origin)
 
 
 def read_structures(path: str | Path) -> dict[str, int]:
