@@ -214,7 +214,7 @@ def bench_ingest(folder: Path, out: Path) -> dict[str, float]:
     start = time.perf_counter()
     result = ingest_directory(folder, out, workers=2)
     seconds = time.perf_counter() - start
-    n = len(result.records)
+    n = result.images
     return {"seconds": seconds, "files_per_s": n / seconds, "files": n, "workers": 2}
 
 

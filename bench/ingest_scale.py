@@ -6,8 +6,9 @@ thousand files a second, 1,000 per folder. For each ``--sizes`` entry, ``medvl``
 ``ingest_directory`` (one process, ``--workers 1``: the headers are read in the measured
 process) and ``build_cache`` (the 64 px eval chain, float16) each run in a fresh subprocess,
 which reports its wall time and peak RSS (``ru_maxrss``) — so one size's peak never hides in
-another's. The cost per file should stay flat as N grows, and the peak RSS grow only by the
-records the job returns (a few KB per image), never by pixels.
+another's. The cost per file should stay flat as N grows, and so should the ingest's peak RSS:
+its outcomes wait on disk (an SQLite store in the output folder) and the manifests are written
+from there, so memory does not grow with N (nor by pixels, for either job).
 
 ``--sharded`` also runs ``torchrun --nproc_per_node 2 --no-python medvl ingest`` on the largest
 corpus and checks that its ``images.jsonl`` and ``failures.jsonl`` are byte-identical to the
@@ -85,7 +86,7 @@ def measure(what: str, corpus: Path, out: Path) -> dict:
     start = time.perf_counter()
     if what == "ingest":
         result = ingest_directory(corpus, out, workers=1)
-        n = len(result.records)
+        n = result.images
     else:
         records = read_manifest(out / "images.jsonl", ImageRecord)
         built = build_cache(records, out / "cache", PipelineConfig(size=64), dtype="float16")

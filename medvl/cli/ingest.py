@@ -79,7 +79,7 @@ def ingest_command(
     echo_main(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
     echo_main(f"manifest: {result.manifest}")
     if result.failures:
-        echo_main(f"{len(result.failures)} files skipped; reasons in {result.failures_file}")
+        echo_main(f"{result.failures} files skipped; reasons in {result.failures_file}")
 
 
 def info_command(

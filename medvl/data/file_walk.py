@@ -4,6 +4,8 @@ Every entry of the walk, judged from ``lstat`` alone, is either a regular file t
 by real path) or a failure named for what it is: a dangling link, a link to a folder (not
 followed), a second link to a file already read, a named pipe (never opened: reading one
 blocks forever), a device, a socket. A DICOMDIR adds the files it references (once each).
+Both yield entries one at a time and keep no list: the real paths met so far live in the
+caller's :class:`PathsMet` (the ingest's on-disk store), so memory does not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +23,19 @@ Outcome = tuple[str, Any]
 """What reading one path gives: ("image", record dict), ("dicomdir", [paths]) or
 ("failure", reason)."""
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+class PathsMet(Protocol):
+    """The real paths an ingest has met, kept by the caller (on disk for large corpora)."""
+
+    def claim(self, real: str) -> bool:
+        """Mark ``real`` as read; ``False`` when a file with this real path is already read."""
+
+    def note(self, real: str) -> None:
+        """Remember ``real`` (an entry that is not read) without claiming it."""
+
+    def met(self, real: str) -> bool:
+        """Whether ``real`` was claimed or noted before."""
 
 
 def not_a_file(path: Path) -> str | None:
@@ -47,32 +62,28 @@ def not_a_file(path: Path) -> str | None:
     return "not a regular file; not opened"
 
 
-def walk_files(root: Path, skip: Path | None) -> tuple[list[str], dict[str, Outcome]]:
-    """Regular files below ``root`` (once each by real path) and every other entry's failure.
+def walk_files(
+    root: Path, skip: Collection[Path], met: PathsMet
+) -> Iterator[tuple[str, str | None]]:
+    """Every entry below ``root`` in walk order: ``(path, None)`` to read or ``(path, reason)``.
 
-    Symlinked folders are not followed; each non-regular entry becomes a failure outcome.
+    Folders in ``skip`` and symlinked folders are not entered; a regular file is read once by
+    real path, so a second link to it is refused (``met`` remembers the real paths).
     """
-    seen: set[str] = set()
-    files_out: list[str] = []
-    refused: dict[str, Outcome] = {}
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         dirs.sort()
-        if skip is not None:
-            dirs[:] = [d for d in dirs if (here / d).resolve() != skip]
+        dirs[:] = [d for d in dirs if (here / d).resolve() not in skip]
         linked = [d for d in dirs if (here / d).is_symlink()]
         for name in sorted(files) + linked:
             full = here / name
             problem = not_a_file(full)
             real = os.path.realpath(full)
-            if problem is None and real in seen:
+            if problem is None and not met.claim(real):
                 problem = "a second link to a file this ingest already reads; read once"
-            if problem is not None:
-                refused[os.path.abspath(full)] = ("failure", problem)
-                continue
-            seen.add(real)
-            files_out.append(os.path.abspath(full))
-    return files_out, refused
+            elif problem is not None:
+                met.note(real)
+            yield os.path.abspath(full), problem
 
 
 def dicomdir_entries(path: str) -> list[str] | None:
@@ -113,24 +124,18 @@ def _resolve_file_id(base: str, components: list[str]) -> str:
     return current
 
 
-def new_references(outcomes: dict[str, Outcome], just_read: Sequence[str]) -> list[str]:
-    """Paths referenced by DICOMDIRs read in the last pass that the walk has not seen.
+def new_references(references: Iterable[str], met: PathsMet) -> Iterator[tuple[str, str | None]]:
+    """The files DICOMDIRs reference that the ingest has not met, as ``walk_files`` gives them.
 
-    A referenced path that does not exist is recorded as a failure here.
+    ``(real path, None)`` for a file to read; ``(reference, reason)`` for one that does not exist.
     """
-    seen = {os.path.realpath(p) for p in outcomes}
-    new: set[str] = set()
-    for path in just_read:
-        kind, payload = outcomes[path]
-        if kind != "dicomdir":
+    for ref in references:
+        real = os.path.realpath(ref)
+        if met.met(real):
             continue
-        for ref in payload:
-            real = os.path.realpath(ref)
-            if real in seen or real in new:
-                continue
-            if not os.path.isfile(real):
-                outcomes[ref] = ("failure", "referenced by a DICOMDIR but the file does not exist")
-                seen.add(real)
-                continue
-            new.add(real)
-    return sorted(new)
+        if not os.path.isfile(real):
+            met.note(real)
+            yield ref, "referenced by a DICOMDIR but the file does not exist"
+            continue
+        met.claim(real)
+        yield real, None

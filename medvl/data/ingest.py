@@ -26,29 +26,41 @@ Records carry no PHI: UIDs are hashed, ``patient_key`` is a salted hash of Patie
 StudyInstanceUID when PatientID is empty), and ``content_hash`` is the sha256 of the file bytes,
 which keys the tensor cache. Worker processes are started with ``spawn`` (safe when torch
 threads are running); a file that crashes its worker is retried alone and then recorded.
+
+Memory stays flat as the corpus grows: the files to read, each file's outcome and the
+de-duplication index wait on disk in an :class:`~medvl.data.outcome_store.OutcomeStore` (a
+temporary folder in ``out_dir``, removed at the end, also on error), and both manifests are
+written from it in one pass in path order, through temporary files renamed at the end.
+:class:`IngestResult` holds the counts; :meth:`IngestResult.iter_records` reads the records
+back. Under ``torchrun`` every rank walks the folder and reads every N-th file into its own
+store; the main process takes in the other ranks' outcomes a batch at a time, follows the
+DICOMDIRs and writes the manifests a one-process run writes, byte for byte.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import logging
-import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from medvl.data.file_walk import Outcome, dicomdir_entries, new_references, walk_files
-from medvl.data.processes import from_main_process, gather_shares, process_state, shard
+from medvl.data.outcome_store import OutcomeStore
+from medvl.data.processes import from_main_process, gather_shares, process_state
 from medvl.data.records import (
     Failure,
     ImageRecord,
     header_demographics,
     image_record,
-    write_manifest,
+    iter_manifest,
+    manifest_line,
 )
+from medvl.data.worker_pool import run_chunked
 from medvl.io.durable import disk_full_as_error
 
 __all__ = [
@@ -59,16 +71,16 @@ __all__ = [
     "file_sha256",
     "ingest_directory",
     "inspect_file",
-    "run_chunked",
 ]
 
 logger = logging.getLogger(__name__)
 
 IMAGES_FILE = "images.jsonl"
 FAILURES_FILE = "failures.jsonl"
-CRASH_REASON = "reading this file crashed the worker process (decoder fault); file skipped"
 ID_TAGS = ("PatientID",)  # hashed into patient_key, never stored
 DEMOGRAPHIC_TAGS = ("PatientSex", "PatientAge", "Manufacturer")  # subgroup fields, no IDs
+SCRATCH_FOLDER = ".ingest-scratch"  # in out_dir: each rank's outcome store, removed at the end
+GATHER_BATCH = 2048  # outcomes per rank per torchrun gather
 
 
 @dataclass
@@ -82,12 +94,12 @@ class IngestConfig:
 
 @dataclass
 class IngestResult:
-    """What an ingest wrote and counted."""
+    """What an ingest wrote and counted; the records stay on disk (:meth:`iter_records`)."""
 
     manifest: Path
     failures_file: Path
-    records: list[ImageRecord] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
+    images: int = 0
+    failures: int = 0
     files_seen: int = 0
     dicomdirs: int = 0
     duplicates: int = 0
@@ -97,12 +109,20 @@ class IngestResult:
         """Counts for logs and the CLI: files seen, images, failures, DICOMDIRs, duplicates."""
         return {
             "files_seen": self.files_seen,
-            "images": len(self.records),
-            "failures": len(self.failures),
+            "images": self.images,
+            "failures": self.failures,
             "dicomdirs": self.dicomdirs,
             "duplicate_contents": self.duplicates,
             "duplicate_uids": self.duplicate_uids,
         }
+
+    def iter_records(self) -> Iterator[ImageRecord]:
+        """The manifest's image records in path order, read one at a time."""
+        return iter_manifest(self.manifest, ImageRecord)
+
+    def iter_failures(self) -> Iterator[Failure]:
+        """The files left out and why, in path order, read one at a time."""
+        return iter_manifest(self.failures_file, Failure)
 
 
 def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
@@ -162,71 +182,6 @@ def _inspect_chunk(paths: Sequence[str], salt: str, decode_check: bool) -> list[
     return [inspect_file(p, salt, decode_check) for p in paths]
 
 
-def run_chunked(
-    fn: Callable[..., list[Outcome]],
-    paths: Sequence[str],
-    args: tuple,
-    *,
-    workers: int,
-    chunk_size: int,
-    on_done: Callable[[int], None] | None = None,
-) -> dict[str, Outcome]:
-    """Apply ``fn(chunk, *args)`` to chunks of ``paths`` in ``workers`` processes.
-
-    ``workers <= 1`` runs in this process. When a worker dies (a decoder segfault), the chunks it
-    broke are retried one path per task in a fresh pool, and a path that still kills its worker
-    when run alone is recorded as ``("failure", CRASH_REASON)``; the rest of the corpus goes on.
-    """
-    done: dict[str, Outcome] = {}
-    if workers <= 1:
-        for start in range(0, len(paths), chunk_size):
-            chunk = paths[start : start + chunk_size]
-            done.update(zip(chunk, fn(chunk, *args), strict=True))
-            if on_done:
-                on_done(len(chunk))
-        return done
-    suspects = _pool_pass(fn, paths, args, workers, chunk_size, done, on_done)
-    if suspects:
-        logger.warning("a worker process died; retrying %d files one at a time", len(suspects))
-    while suspects:
-        left = _pool_pass(fn, suspects, args, workers, 1, done, on_done)
-        if len(left) == len(suspects):  # no file finished before the crash: isolate the first
-            if _pool_pass(fn, left[:1], args, 1, 1, done, on_done):
-                done[left[0]] = ("failure", CRASH_REASON)
-                if on_done:
-                    on_done(1)
-            left = left[1:]
-        suspects = [p for p in left if p not in done]
-    return done
-
-
-def _pool_pass(
-    fn: Callable[..., list[Outcome]],
-    paths: Sequence[str],
-    args: tuple,
-    workers: int,
-    chunk_size: int,
-    done: dict[str, Outcome],
-    on_done: Callable[[int], None] | None,
-) -> list[str]:
-    """One pool over ``paths``; fills ``done`` and returns the paths whose chunk broke the pool."""
-    chunks = [list(paths[i : i + chunk_size]) for i in range(0, len(paths), chunk_size)]
-    broken: list[str] = []
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
-        futures: list[tuple[list[str], Future]] = [(c, pool.submit(fn, c, *args)) for c in chunks]
-        for chunk, future in futures:
-            try:
-                outcomes = future.result()
-            except BrokenProcessPool:
-                broken.extend(chunk)
-                continue
-            done.update(zip(chunk, outcomes, strict=True))
-            if on_done:
-                on_done(len(chunk))
-    return broken
-
-
 def _chunk_size(n: int, workers: int, requested: int) -> int:
     if requested > 0:
         return requested
@@ -250,7 +205,8 @@ def ingest_directory(
     root
         Folder to walk. ``out_dir`` is skipped when it lies inside ``root``.
     out_dir
-        Where the manifests go (created if needed).
+        Where the manifests go (created if needed); the outcomes wait in a temporary folder
+        there until they are written.
     workers
         Worker processes for header reading; 1 reads in this process.
     decode_check
@@ -266,53 +222,27 @@ def ingest_directory(
     Returns
     -------
     IngestResult
-        Records and failures in path order (identical for any ``workers``), and the counts.
+        The manifests' paths (identical bytes for any ``workers``) and the counts.
     """
-    from tqdm.auto import tqdm
-
     root_path, out_path = Path(root).resolve(), Path(out_dir).resolve()
     if not root_path.is_dir():
         raise FileNotFoundError(f"{root_path}: not a folder")
-    skip = out_path if out_path != root_path else None
-    paths, refused = walk_files(root_path, skip)
-    paths.sort()
-    workers = max(1, int(workers))
-    args = (salt, decode_check)
     state = process_state()
-    outcomes: dict[str, Outcome] = dict(refused)
-    with tqdm(total=len(paths), unit="file", desc="ingest", disable=not progress) as bar:
-        pending = shard(paths, state)  # under torchrun each rank reads every N-th file
-        if state.num_processes > 1:
-            logger.info("rank %d/%d reads %d of %d files", state.process_index,
-                        state.num_processes, len(pending), len(paths))  # fmt: skip
-            outcomes.update(run_chunked(_inspect_chunk, pending, args, workers=workers,
-                                        chunk_size=_chunk_size(len(pending), workers, chunk_size),
-                                        on_done=bar.update))  # fmt: skip
-            shares = gather_shares(list(outcomes.items()), state)
-            if shares is None:  # the main process merges and writes; this rank is done
-                return from_main_process(None, state)
-            outcomes = dict(item for share in shares for item in share)
-            pending = new_references(outcomes, paths)  # DICOMDIR references: main only
-            bar.total += len(pending)
-        while pending:
-            size = _chunk_size(len(pending), workers, chunk_size)
-            outcomes.update(
-                run_chunked(
-                    _inspect_chunk,
-                    pending,
-                    args,
-                    workers=workers,
-                    chunk_size=size,
-                    on_done=bar.update,
-                )
-            )
-            pending = new_references(outcomes, pending)
-            bar.total += len(pending)
-    result = _collect(outcomes, out_path)
-    from_main_process(result, state)
+    job = _Job(root_path, out_path, max(1, int(workers)), chunk_size, (salt, decode_check))
+    scratch = out_path / SCRATCH_FOLDER
+    try:
+        with OutcomeStore(scratch) as store:
+            written = job.run(store, state, progress)
+        result = from_main_process(written, state)  # other ranks have removed their stores
+    finally:
+        if state.is_main_process:
+            with contextlib.suppress(OSError):  # not empty: another rank failed
+                scratch.rmdir()
+    if written is None:  # torchrun: another rank; the main process wrote the manifests
+        return result
     logger.info(
         "ingest %s: %d files, %d images, %d failures, %d DICOMDIRs",
-        root_path, result.files_seen, len(result.records), len(result.failures), result.dicomdirs,
+        root_path, result.files_seen, result.images, result.failures, result.dicomdirs,
     )  # fmt: skip
     if result.duplicates:
         logger.warning("%d images have the same bytes as another file", result.duplicates)
@@ -326,53 +256,108 @@ def ingest_directory(
     return result
 
 
-def _collect(outcomes: dict[str, Outcome], out_path: Path) -> IngestResult:
-    """Records and failures in path order from ``outcomes`` (emptied on the way), written out."""
-    records: list[ImageRecord] = []
-    failures: list[Failure] = []
-    dicomdirs = duplicate_uids = 0
-    kept: dict[str, ImageRecord] = {}
-    files_seen = len(outcomes)
-    for path in sorted(outcomes):
-        kind, payload = outcomes.pop(path)  # each payload freed once its record exists
-        if kind == "image":
-            payload["pixel_spacing"] = (
-                tuple(payload["pixel_spacing"]) if payload["pixel_spacing"] else None
-            )
-            record = ImageRecord(**payload)
-            first = kept.setdefault(record.image_id, record)
-            if first is not record:
-                duplicate_uids += 1
-                same = first.content_hash == record.content_hash
-                failures.append(Failure(path=path, reason=_duplicate_reason(record, same)))
-                continue
-            records.append(record)
-        elif kind == "dicomdir":
-            dicomdirs += 1
-        else:
-            failures.append(Failure(path=path, reason=payload))
-    hashes = [r.content_hash for r in records]
-    files = [out_path / IMAGES_FILE, out_path / FAILURES_FILE]
+@dataclass
+class _Job:
+    """One ingest's settings; :meth:`run` does the reading and writing with a store."""
+
+    root: Path
+    out: Path
+    workers: int
+    chunk_size: int
+    args: tuple[str, bool]
+
+    def run(self, store: OutcomeStore, state: Any, progress: bool) -> IngestResult | None:
+        """Walk, read (this rank's share), merge the ranks and write; ``None`` off the main rank."""
+        from tqdm.auto import tqdm
+
+        skip = {store.folder.parent} | ({self.out} if self.out != self.root else set())
+        for path, problem in walk_files(self.root, skip, store):
+            if problem is None:
+                store.queue(path)
+            elif state.is_main_process:  # every rank walks; the main one records the refusals
+                store.add([(path, ("failure", problem))])
+        rank, ranks, walked = state.process_index, state.num_processes, store.queued
+        share = len(range(rank, walked, ranks))
+        with tqdm(total=share, unit="file", desc="ingest", disable=not progress) as bar:
+            if ranks > 1:  # under torchrun each rank reads every N-th file
+                logger.info("rank %d/%d reads %d of %d files", rank, ranks, share, walked)
+            self._read(store, store.chunks(0, walked, self._size(share), rank, ranks), bar)
+            if ranks > 1:
+                _gather_outcomes(store, state)
+                if not state.is_main_process:
+                    return None
+            done = walked
+            while True:  # the files DICOMDIRs reference: the main process only
+                for path, problem in new_references(store.references(), store):
+                    if problem is None:
+                        store.queue(path)
+                    else:
+                        store.add([(path, ("failure", problem))])
+                if store.queued == done:
+                    break
+                bar.total += store.queued - done
+                chunks = store.chunks(done, store.queued, self._size(store.queued - done))
+                self._read(store, chunks, bar)
+                done = store.queued
+        return _write_manifests(store, self.out)
+
+    def _size(self, n: int) -> int:
+        return _chunk_size(n, self.workers, self.chunk_size)
+
+    def _read(self, store: OutcomeStore, chunks: Iterator[list[str]], bar: Any) -> None:
+        def keep(paths: list[str], outcomes: list[Outcome]) -> None:
+            store.add(zip(paths, outcomes, strict=True))
+            bar.update(len(paths))
+
+        run_chunked(_inspect_chunk, chunks, self.args, keep, workers=self.workers)
+
+
+def _gather_outcomes(store: OutcomeStore, state: Any) -> None:
+    """Copy every other rank's outcomes into the main process's store, a batch at a time."""
+    counts = gather_shares([store.outcomes], state)
+    rounds = -(-max(c for (c,) in counts[1:]) // GATHER_BATCH) if counts else 0
+    with contextlib.closing(store.rows()) as rows:
+        for _ in range(from_main_process(rounds, state)):
+            batch = [] if state.is_main_process else list(itertools.islice(rows, GATHER_BATCH))
+            for share in gather_shares(batch, state) or []:
+                store.add_rows(share)
+
+
+def _write_manifests(store: OutcomeStore, out: Path) -> IngestResult:
+    """Merge the outcomes in path order into the two manifests (temp files, then rename).
+
+    The first image of each SOPInstanceUID by path is kept; a later one becomes a failure.
+    """
+    files = [out / IMAGES_FILE, out / FAILURES_FILE]
     temps = [f.with_name(f.name + ".tmp") for f in files]
-    needed = 1024 * (len(records) + len(failures))  # a manifest row is well under 1 KB
-    with disk_full_as_error(out_path, "the ingest manifests", temps, needed):
-        write_manifest(files[0], records)
-        write_manifest(files[1], failures)
-    return IngestResult(
-        manifest=files[0],
-        failures_file=files[1],
-        records=records,
-        failures=failures,
-        files_seen=files_seen,
-        dicomdirs=dicomdirs,
-        duplicates=len(hashes) - len(set(hashes)),
-        duplicate_uids=duplicate_uids,
-    )
+    result = IngestResult(manifest=files[0], failures_file=files[1], files_seen=store.outcomes)
+    needed = 1024 * store.outcomes  # a manifest row is well under 1 KB
+    with disk_full_as_error(out, "the ingest manifests", temps, needed):
+        with temps[0].open("w") as images, temps[1].open("w") as failures:
+            for path, kind, line, image_id, content_hash in store.in_path_order():
+                if kind == "dicomdir":
+                    result.dicomdirs += 1
+                    continue
+                if kind == "image":
+                    first = store.first_content(image_id, content_hash)
+                    if first is None:
+                        images.write(line)
+                        result.images += 1
+                        result.duplicates += store.repeats_content(content_hash)
+                        continue
+                    result.duplicate_uids += 1
+                    reason = _duplicate_reason(image_id, first == content_hash)
+                    line = manifest_line(Failure(path=path, reason=reason))
+                failures.write(line)
+                result.failures += 1
+        for temp, final in zip(temps, files, strict=True):
+            temp.replace(final)
+    return result
 
 
-def _duplicate_reason(record: ImageRecord, same_bytes: bool) -> str:
+def _duplicate_reason(image_id: str, same_bytes: bool) -> str:
     what = "a byte-identical copy" if same_bytes else "different bytes (a conflicting file)"
     return (
-        f"duplicate SOPInstanceUID: image_id {record.image_id} is already in the manifest from "
+        f"duplicate SOPInstanceUID: image_id {image_id} is already in the manifest from "
         f"the file whose path sorts first; this one holds {what} and is left out"
     )

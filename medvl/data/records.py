@@ -184,6 +184,18 @@ def _from_plain(cls: type[R], data: dict[str, Any]) -> R:
     return cls(**kwargs)
 
 
+def manifest_line(record: Any) -> str:
+    """One record as the JSONL line :func:`write_manifest` writes (keys sorted, newline ended).
+
+    For writers that stream a manifest instead of handing over every record at once.
+    """
+    return _jsonl_line(dataclasses.asdict(record))
+
+
+def _jsonl_line(row: dict[str, Any]) -> str:
+    return json.dumps(row, sort_keys=True) + "\n"
+
+
 def write_manifest(path: str | Path, records: Iterable[Any]) -> Path:
     """Write records as JSONL (or Parquet for ``.parquet`` paths) atomically; return the path."""
     path = Path(path)
@@ -198,7 +210,7 @@ def write_manifest(path: str | Path, records: Iterable[Any]) -> Path:
     else:
         with tmp.open("w") as fh:
             for row in rows:
-                fh.write(json.dumps(row, sort_keys=True) + "\n")
+                fh.write(_jsonl_line(row))
     tmp.replace(path)
     return path
 

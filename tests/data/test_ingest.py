@@ -11,15 +11,14 @@ import pytest
 from pydicom.fileset import FileSet
 
 from medvl.data.ingest import (
-    CRASH_REASON,
     FAILURES_FILE,
     IMAGES_FILE,
     file_sha256,
     ingest_directory,
     patient_key,
-    run_chunked,
 )
 from medvl.data.records import Failure, ImageRecord, read_manifest
+from medvl.data.worker_pool import CRASH_REASON, run_chunked
 
 
 def test_corpus_with_bad_files_completes(corpus, tmp_path):
@@ -48,7 +47,7 @@ def test_corpus_with_bad_files_completes(corpus, tmp_path):
 def test_records_hold_safe_metadata_and_real_hashes(corpus, tmp_path, xray_tools):
     planted_ids = xray_tools.patient_ids
     result = ingest_directory(corpus.root, tmp_path / "out", workers=1, salt="s3cret")
-    by_path = {r.path: r for r in result.records}
+    by_path = {r.path: r for r in result.iter_records()}
     record = by_path[str(corpus.good[0])]
     assert record.content_hash == file_sha256(corpus.good[0])
     assert (record.rows, record.columns, record.bits_stored) == (48, 40, 12)
@@ -83,8 +82,8 @@ def test_output_folder_inside_the_corpus_is_not_ingested(corpus):
     out = corpus.root / "manifests"
     ingest_directory(corpus.root, out, workers=1)
     again = ingest_directory(corpus.root, out, workers=1)
-    assert len(again.records) == len(corpus.good)
-    assert len(again.failures) == 3
+    assert again.images == len(corpus.good)
+    assert again.failures == 3
 
 
 def test_dicomdir_entries_are_followed_once_and_missing_ones_recorded(tmp_path, xray_tools):
@@ -99,8 +98,9 @@ def test_dicomdir_entries_are_followed_once_and_missing_ones_recorded(tmp_path, 
     result = ingest_directory(root, tmp_path / "out", workers=1)
 
     assert result.dicomdirs == 1
-    assert sorted(r.path for r in result.records) == referenced[1:]
-    assert [(f.path, "DICOMDIR" in f.reason) for f in result.failures] == [(referenced[0], True)]
+    assert [r.path for r in result.iter_records()] == referenced[1:]
+    failures = [(f.path, "DICOMDIR" in f.reason) for f in result.iter_failures()]
+    assert failures == [(referenced[0], True)]
     assert result.files_seen == len(referenced) + 1
 
 
@@ -117,10 +117,10 @@ def test_decode_check_catches_pixels_the_header_cannot(tmp_path, write_xray, xra
 
     header_only = ingest_directory(tmp_path / "in", tmp_path / "h", workers=1)
     decoded = ingest_directory(tmp_path / "in", tmp_path / "d", workers=1, decode_check=True)
-    assert {r.path for r in header_only.records} == {str(good), str(bad)}
-    assert [r.path for r in decoded.records] == [str(good)]
-    assert [f.path for f in decoded.failures] == [str(bad)]
-    assert "could not be decoded" in decoded.failures[0].reason
+    assert {r.path for r in header_only.iter_records()} == {str(good), str(bad)}
+    assert [r.path for r in decoded.iter_records()] == [str(good)]
+    (failure,) = decoded.iter_failures()
+    assert failure.path == str(bad) and "could not be decoded" in failure.reason
 
 
 def test_missing_root_is_a_clear_error(tmp_path):
@@ -149,7 +149,14 @@ def test_a_file_that_kills_its_worker_is_isolated(tmp_path, monkeypatch):
     import crashy_reader
 
     paths = [f"file{i}" for i in range(9)] + ["crash-me"] + [f"late{i}" for i in range(5)]
-    done = run_chunked(crashy_reader.inspect_chunk, paths, ("t",), workers=2, chunk_size=3)
+    chunks = [paths[i : i + 3] for i in range(0, len(paths), 3)]
+    done: dict[str, tuple] = {}
+
+    def keep(chunk, outcomes):
+        assert not done.keys() & set(chunk)  # every path handed on once
+        done.update(zip(chunk, outcomes, strict=True))
+
+    run_chunked(crashy_reader.inspect_chunk, chunks, ("t",), keep, workers=2)
     assert set(done) == set(paths)
     assert done["crash-me"] == ("failure", CRASH_REASON)
     assert all(done[p] == ("image", f"t:{p}") for p in paths if p != "crash-me")

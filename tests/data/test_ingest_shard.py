@@ -73,4 +73,4 @@ def test_two_ranks_write_the_one_process_manifest(corpus, tmp_path, readme_code)
     ]
     for name in ("images.jsonl", "failures.jsonl"):
         assert (two / name).read_text() == (one.manifest.parent / name).read_text(), name
-    assert one.duplicate_uids == 1 and len(one.records) == len(corpus.good)
+    assert one.duplicate_uids == 1 and one.images == len(corpus.good)

@@ -39,7 +39,7 @@ open(f"{sys.argv[3]}.{state.process_index}.json", "w").write(json.dumps(row))
 
 
 def test_two_ranks_build_the_one_process_cache(corpus, tmp_path):
-    records = ingest_directory(corpus.root, tmp_path / "ingest", workers=1).records
+    records = list(ingest_directory(corpus.root, tmp_path / "ingest", workers=1).iter_records())
     gone = dataclasses.replace(records[0], path=str(tmp_path / "moved_away"), content_hash="")
     records = [*records, gone]  # one unreadable record: a failure on whichever rank reads it
     (tmp_path / "records.json").write_text(json.dumps([dataclasses.asdict(r) for r in records]))

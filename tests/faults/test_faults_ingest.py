@@ -100,11 +100,11 @@ def test_every_path_ends_in_exactly_one_of_manifest_or_failures(zoo, tmp_path, d
         result = ingest_directory(root, tmp_path / "out", workers=1, decode_check=decode_check)
     finally:
         signal.alarm(0)
-    kept = {r.path for r in result.records}
-    failed = {f.path: f.reason for f in result.failures}
+    kept = {r.path for r in result.iter_records()}
+    failed = {f.path: f.reason for f in result.iter_failures()}
     every = {os.path.abspath(p) for p in root.iterdir()}
     assert kept | set(failed) == every and not kept & set(failed)
-    assert len(result.records) + len(result.failures) == len(every)
+    assert result.images + result.failures == len(every)
     assert kept == {str(entries["good"])}
     for name, path in entries.items():
         if name in EXPECTED:
@@ -136,7 +136,7 @@ def test_unreadable_file_is_a_failure_saying_so(zoo, tmp_path, monkeypatch):
 
     monkeypatch.setattr("medvl.io.dicom_header.pydicom.dcmread", refusing)
     result = ingest_directory(root, tmp_path / "out", workers=1)
-    reasons = {f.path: f.reason for f in result.failures}
+    reasons = {f.path: f.reason for f in result.iter_failures()}
     assert reasons[secret] == "file cannot be read: permission denied"
 
 

@@ -65,7 +65,7 @@ def unlabelled_images(stage: StageConfig, work_dir: Path) -> list[ImageRecord]:
             stage.image_folder, work_dir / "ingest", workers=max(1, stage.data.workers)
         )
         views = stage.data.views
-        records += [r for r in ingested.records if not views or r.view_position in views]
+        records += [r for r in ingested.iter_records() if not views or r.view_position in views]
     unique = list({r.content_hash or r.path: r for r in records}.values())  # same bytes: once
     if not unique:
         raise ValueError(
