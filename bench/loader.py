@@ -2,10 +2,11 @@
 
 What the training loader does per batch, and nothing else: read each pair's image from the
 memory-mapped cache shards (``--reads stored``: in the storage dtype, as training sets do since
-the device casts; ``float32``: converted in the loader, as before), its labels and report, stack
+the device converts; ``float32``: converted in the loader, as before), its labels and report, stack
 them and tokenize the reports (``PairDataset`` + ``PairCollator``, a BERT
 tokenizer over the reports' words, 128 tokens). The cache is written once per run under a
-temporary folder (random images, ``--pairs`` of them, 256 per shard), then read ``--epochs``
+temporary folder (random images in [0, 1], ``--pairs`` of them, 256 per shard, stored as each
+``--dtype``: float32, float16 or uint8, i.e. 4, 2 or 1 bytes a pixel), then read ``--epochs``
 times after one warm-up batch, so the numbers are for a page-cached corpus, as a training run's
 later epochs are. DataLoader workers are separate processes; pairs/s per core divides by the
 workers (the main process only receives batches).
@@ -19,6 +20,7 @@ Usage::
 
     python bench/loader.py                                # 224 and 512 px, 1 and 2 workers
     python bench/loader.py --sizes 224 --workers 1 2 4 --dtype float16 float32
+    python bench/loader.py --sizes 224 512 --dtype uint8 float16 --reads stored
 
 Prints a table and writes ``runs/bench/loader.json``; every row carries the 1-minute load
 average at its start, since the CPU may be shared.
@@ -45,7 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from medvl.data.batch_augment import BatchAugment  # noqa: E402
-from medvl.data.cache import TensorCache  # noqa: E402
+from medvl.data.cache import DTYPES, TensorCache  # noqa: E402
 from medvl.data.datasets import PairDataset  # noqa: E402
 from medvl.data.records import ImageRecord, ImageReportPair  # noqa: E402
 from medvl.findings import CHEXPERT_14  # noqa: E402
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--dtype", nargs="+", default=["float16"], choices=("float16", "float32"))
+    parser.add_argument("--dtype", nargs="+", default=["float16"], choices=DTYPES)
     parser.add_argument("--reads", nargs="+", default=["stored", "float32"],
                         choices=("stored", "float32"))  # fmt: skip
     parser.add_argument("--pairs", type=int, default=2048, help="images in the cache")

@@ -1,6 +1,7 @@
 """A preprocessed-tensor cache: decode each DICOM once, read memory-mapped shards every epoch.
 
-Layout on disk (one folder per pipeline, so a changed pipeline simply misses)::
+Layout on disk (one folder per pipeline and storage dtype, so a changed pipeline simply
+misses)::
 
     root/<pipeline_key>/meta.json             format, pipeline description, shape and dtype
     root/<pipeline_key>/shard-<id>.npy        (n, *shape) arrays, n <= shard_size
@@ -9,7 +10,13 @@ Layout on disk (one folder per pipeline, so a changed pipeline simply misses)::
 Entries are keyed by the sha256 of the file's bytes (``ImageRecord.content_hash``), so a file
 that moves keeps its entry and a file that changes gets a new one. The ``pipeline_key`` is
 :meth:`medvl.data.transforms.PipelineConfig.key` (window, size, resize mode, frame, interpolation
-and the pipeline version), or any string for other fixed-shape tensors (SAM embeddings).
+and the pipeline version), or any string for other fixed-shape tensors (SAM embeddings);
+:meth:`TensorCache.for_pipeline` appends the dtype for float16 and uint8 caches
+(``<key>-uint8``), so caches of one pipeline in different dtypes sit side by side and never mix.
+
+Storage dtypes: float32 (exact), float16 (half the bytes, about 3 significant digits) and uint8
+(a quarter of the bytes: ``round(x * 255)`` of images in [0, 1], read back within 1/510, the
+precision of 8-bit display data such as CheXpert or MIMIC-CXR-JPG).
 
 Images are stored many per shard, never one file per image: a million-image corpus stays at a
 few thousand files and a few thousand open memory maps (one file per item is what gave MedSAM
@@ -39,12 +46,13 @@ from medvl.data.ingest import file_sha256
 from medvl.data.processes import process_state, shard
 from medvl.data.records import Failure, ImageRecord
 
-__all__ = ["CACHE_FORMAT", "CacheBuildResult", "TensorCache", "build_cache"]
+__all__ = ["CACHE_FORMAT", "DTYPES", "CacheBuildResult", "TensorCache", "build_cache"]
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "uint8")
+UINT8_SCALE = 255
 
 
 class TensorCache:
@@ -63,8 +71,10 @@ class TensorCache:
         ``PipelineConfig`` is also kept as ``.pipeline`` so datasets can decode misses the
         same way.
     dtype
-        Storage dtype, ``"float32"`` (exact) or ``"float16"`` (half the disk; reads return
-        float32 with about 3 significant digits).
+        Storage dtype: ``"float32"`` (exact), ``"float16"`` (half the disk; reads return float32
+        with about 3 significant digits) or ``"uint8"`` (a quarter; values in [0, 1] only, read
+        back within 1/510). ``None`` takes the folder's dtype (float32 for a new folder); a
+        dtype that differs from the folder's is refused.
     shard_size
         Arrays per shard file.
     """
@@ -75,12 +85,12 @@ class TensorCache:
         pipeline_key: str,
         *,
         pipeline: Any = None,
-        dtype: str = "float32",
+        dtype: str | None = None,
         shard_size: int = 256,
     ) -> None:
         if not pipeline_key or os.sep in pipeline_key or pipeline_key.startswith("."):
             raise ValueError(f"pipeline_key must be a plain folder name, got {pipeline_key!r}")
-        if dtype not in DTYPES:
+        if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -88,7 +98,8 @@ class TensorCache:
         self.key = pipeline_key
         self.dir = self.root / pipeline_key
         self.pipeline = pipeline
-        self.dtype = dtype
+        self.dtype = dtype or "float32"
+        self._dtype_fixed = dtype is not None  # requested, or used for writing
         self.shard_size = shard_size
         self.shape: tuple[int, ...] | None = None
         self._shards: list[str] = []
@@ -97,19 +108,34 @@ class TensorCache:
         self.refresh()
 
     @classmethod
-    def for_pipeline(cls, root: str | os.PathLike, pipeline: Any, **kwargs: Any) -> TensorCache:
-        """The cache of a :class:`~medvl.data.transforms.PipelineConfig` (keyed by its hash)."""
-        return cls(root, pipeline.key(), pipeline=pipeline, **kwargs)
+    def for_pipeline(
+        cls, root: str | os.PathLike, pipeline: Any, dtype: str = "float32", **kwargs: Any
+    ) -> TensorCache:
+        """The ``dtype`` cache of a :class:`~medvl.data.transforms.PipelineConfig`.
+
+        The folder is the pipeline's hash, plus ``-float16`` or ``-uint8`` for those dtypes
+        (float32 folders keep the bare hash they always had).
+        """
+        key = pipeline.key() if dtype == "float32" else f"{pipeline.key()}-{dtype}"
+        return cls(root, key, pipeline=pipeline, dtype=dtype, **kwargs)
 
     def _load_meta(self) -> bool:
-        """Adopt dtype and shape from ``meta.json``; False when there is none yet."""
+        """Adopt dtype and shape from ``meta.json``; False when there is none yet.
+
+        A folder whose dtype differs from the one requested (or already written) is refused.
+        """
         meta_path = self.dir / "meta.json"
         if not meta_path.is_file():
             return False
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != CACHE_FORMAT:
             raise ValueError(f"{meta_path}: cache format {meta.get('format')}, {CACHE_FORMAT} read")
-        self.dtype = meta["dtype"]
+        if self._dtype_fixed and meta["dtype"] != self.dtype:
+            raise ValueError(
+                f"cache {self.dir} stores {meta['dtype']}, not {self.dtype}; open it without a "
+                "dtype, or use TensorCache.for_pipeline (one folder per dtype)"
+            )
+        self.dtype, self._dtype_fixed = meta["dtype"], True
         self.shape = tuple(meta["shape"])
         return True
 
@@ -157,22 +183,48 @@ class TensorCache:
     def get(self, content_hash: str, as_stored: bool = False) -> np.ndarray | None:
         """The array for ``content_hash`` (a fresh writable copy), else ``None``.
 
-        float32 by default; with ``as_stored`` in the storage dtype (a float16 cache then
-        copies half the bytes, and the training device casts).
+        float32 by default (a uint8 entry divided by 255); with ``as_stored`` in the storage
+        dtype (a float16 or uint8 cache then copies a half or a quarter of the bytes, and the
+        training device converts: :meth:`medvl.data.datasets.PairDataset.on_device`).
         """
         where = self._entries.get(content_hash)
         if where is None:
             return None
-        return np.array(
-            self._shard(where[0])[where[1]], dtype=self.dtype if as_stored else np.float32
-        )
+        stored = self._shard(where[0])[where[1]]
+        if as_stored:
+            return np.array(stored)
+        out = np.array(stored, dtype=np.float32)
+        if self.dtype == "uint8":
+            out /= np.float32(UINT8_SCALE)
+        return out
+
+    def encode(self, array: np.ndarray, label: str = "array") -> np.ndarray:
+        """``array`` in the storage dtype, as :meth:`put_many` stores it.
+
+        uint8 stores ``round(x * 255)`` and refuses values that do not round into 0..255 (a
+        pipeline whose output leaves [0, 1], e.g. bicubic overshoot): use float16 or float32
+        for those. ``label`` names the array in that error.
+        """
+        if self.dtype != "uint8":
+            return np.asarray(array).astype(self.dtype, copy=False)
+        scaled = np.rint(np.asarray(array, dtype=np.float64) * UINT8_SCALE)
+        low, high = float(scaled.min()), float(scaled.max())
+        if not (low >= 0 and high <= UINT8_SCALE):  # NaN fails both
+            raise ValueError(
+                f"cache {self.dir}: {label} has values in [{low / UINT8_SCALE:.4g}, "
+                f"{high / UINT8_SCALE:.4g}]; uint8 storage holds [0, 1] only "
+                "(store float16 or float32)"
+            )
+        return scaled.astype(np.uint8)
 
     def put_many(self, items: Iterable[tuple[str, np.ndarray]]) -> int:
         """Store ``(content_hash, array)`` pairs, ``shard_size`` per shard; return the count added.
 
         Hashes already present (or repeated in ``items``) are skipped. Every array must have the
-        cache's shape (fixed by the first array ever stored, recorded in ``meta.json``).
+        cache's shape (fixed by the first array ever stored, recorded in ``meta.json``) and,
+        for uint8, values in [0, 1] (see :meth:`encode`).
         """
+        self._dtype_fixed = True  # a folder another process creates meanwhile must agree
         added, batch, keys = 0, [], []
         for content_hash, array in items:
             if content_hash in self._entries or content_hash in keys:
@@ -185,7 +237,7 @@ class TensorCache:
                     f"cache {self.dir}: array for {content_hash[:16]} has shape "
                     f"{tuple(array.shape)}, the cache holds {self.shape}"
                 )
-            batch.append(array.astype(self.dtype, copy=False))
+            batch.append(self.encode(array, f"array for {content_hash[:16]}"))
             keys.append(content_hash)
             if len(batch) == self.shard_size:
                 added += self._flush(keys, batch)
@@ -207,7 +259,7 @@ class TensorCache:
         stem = f"shard-{uuid.uuid4().hex[:16]}"
         tmp = self.dir / f".{stem}.npy.tmp"
         with tmp.open("wb") as fh:
-            np.save(fh, np.stack(arrays).astype(self.dtype, copy=False))
+            np.save(fh, np.stack(arrays))
         tmp.replace(self.dir / f"{stem}.npy")
         _atomic_write(self.dir / f"{stem}.keys.json", json.dumps(keys))
         self.refresh()
@@ -308,8 +360,11 @@ def build_cache(
         A :class:`~medvl.data.transforms.PipelineConfig` (default: ``PipelineConfig()``).
     workers
         DataLoader worker processes decoding in parallel (0 decodes here).
-    dtype, shard_size
-        Storage options of :class:`TensorCache`.
+    dtype
+        Storage dtype (``float32``, ``float16`` or ``uint8``); each dtype has its own folder
+        (:meth:`TensorCache.for_pipeline`).
+    shard_size
+        Arrays per shard file.
     progress
         Show a tqdm bar.
 

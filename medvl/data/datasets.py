@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -66,7 +67,8 @@ class PairDataset(Dataset):
         (training only; much faster than a per-sample ``augment``).
     as_stored
         Serve images in the cache's storage dtype (float16 halves what the loader copies and
-        sends to the device); :meth:`on_device` casts them to float32 there.
+        sends to the device, uint8 quarters it: ``round(x * 255)``); :meth:`on_device` turns
+        them into float32 in [0, 1] there.
     tokenizer, max_length
         Used by :attr:`collate` to tokenize texts per batch.
     findings
@@ -117,9 +119,9 @@ class PairDataset(Dataset):
             if cached is not None:
                 return torch.from_numpy(cached)
         image = self.transform({"image": record.path})["image"]
-        stored = self.as_stored and self.cache is not None
-        dtype = getattr(torch, self.cache.dtype) if stored else torch.float32
-        return torch.as_tensor(image, dtype=dtype)
+        if self.as_stored and self.cache is not None:
+            return torch.from_numpy(self.cache.encode(np.asarray(image, dtype=np.float32)))
+        return torch.as_tensor(image, dtype=torch.float32)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
@@ -142,11 +144,13 @@ class PairDataset(Dataset):
     def on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``batch`` as the model takes it: float32 images, with ``batch_augment`` applied.
 
-        The engine's ``on_device`` hook: the loader only reads and stacks, and the cast and the
+        The engine's ``on_device`` hook: the loader only reads and stacks, and the conversion
+        (float16 cast; uint8 divided by 255, as :meth:`TensorCache.get` does) and then the
         augmentation run where the model trains. A float32 batch without ``batch_augment`` is
         returned as it is.
         """
-        images = batch["image"].float()
+        images = batch["image"]
+        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
         if self.batch_augment is not None:
             images = self.batch_augment(images, batch["image_id"])
         elif images is batch["image"]:

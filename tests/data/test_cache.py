@@ -1,4 +1,4 @@
-"""Tensor cache: shards not files, exact reads, hits without decoding, config changes miss."""
+"""Tensor cache: shards not files, exact or bounded reads, hits without decoding, changes miss."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import medvl.data.loading as loading_module
-from medvl.data.cache import TensorCache, build_cache
+from medvl.data.cache import DTYPES, TensorCache, build_cache
 from medvl.data.datasets import PairDataset
 from medvl.data.ingest import file_sha256
 from medvl.data.records import ImageRecord, ImageReportPair
@@ -78,6 +78,79 @@ def test_float16_storage_halves_size_within_tolerance(tmp_path):
     out = TensorCache(tmp_path, "half").get("x")
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, values, atol=5e-4)
+
+
+def test_uint8_storage_quarters_size_and_reads_within_half_a_step(tmp_path):
+    rng = np.random.default_rng(0)
+    edges = np.array([0.0, 1.0, 0.5, 1 / 510, 1 - 1 / 510, 127.5 / 255], np.float32)
+    values = np.concatenate([edges, rng.random(4090, dtype=np.float32)]).reshape(1, 64, 64)
+    cache = TensorCache(tmp_path, "u8", dtype="uint8")
+    cache.put_many([("x", values)])
+    reopened = TensorCache(tmp_path, "u8")
+    assert reopened.dtype == "uint8"
+    stored = reopened.get("x", as_stored=True)
+    assert stored.dtype == np.uint8
+    np.testing.assert_array_equal(stored, np.rint(values.astype(np.float64) * 255))
+    out = reopened.get("x")
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, stored.astype(np.float32) / np.float32(255))
+    error = np.abs(out.astype(np.float64) - values)
+    assert error.max() <= 1 / 510 + 2**-24  # half a step, plus the float32 rounding of x / 255
+    assert error.max() > 1 / 510 - 1e-4  # and the bound is tight: this is quantisation
+    assert out[0, 0, :2].tolist() == [0.0, 1.0]  # black and white are exact
+    shard = next((tmp_path / "u8").glob("shard-*.npy"))
+    assert shard.stat().st_size < values.nbytes / 4 + 256  # a quarter of float32, plus header
+
+
+@pytest.mark.parametrize("bad", [1.01, -0.01, np.nan])
+def test_uint8_refuses_values_outside_0_1_instead_of_clipping(tmp_path, bad):
+    cache = TensorCache(tmp_path, "u8", dtype="uint8")
+    values = np.full((1, 4, 4), 0.5, np.float32)
+    values[0, 1, 2] = bad
+    with pytest.raises(ValueError, match=r"uint8 storage holds \[0, 1\] only") as err:
+        cache.put_many([("ab" * 32, values)])
+    assert "array for abababab" in str(err.value) and "\n" not in str(err.value)
+    assert len(cache) == 0 and not list(tmp_path.glob("u8/shard-*"))
+    within_half_a_step = np.full((1, 4, 4), 1 + 1 / 600, np.float32)
+    assert cache.put_many([("ok", within_half_a_step)]) == 1
+    assert cache.get("ok", as_stored=True).max() == 255
+
+
+def test_a_folder_keeps_its_dtype_and_pipelines_get_one_folder_per_dtype(tmp_path):
+    TensorCache(tmp_path, "k").put_many([("a", np.ones((1, 2, 2), np.float32))])
+    for other in ("float16", "uint8"):
+        with pytest.raises(ValueError, match=f"stores float32, not {other}"):
+            TensorCache(tmp_path, "k", dtype=other)
+    assert TensorCache(tmp_path, "k").dtype == "float32"  # no dtype: the folder's
+
+    racing = TensorCache(tmp_path, "k2", dtype="uint8")  # another process creates it meanwhile
+    TensorCache(tmp_path, "k2", dtype="float16").put_many([("a", np.ones((1, 2, 2), np.float32))])
+    with pytest.raises(ValueError, match="stores float16, not uint8"):
+        racing.put_many([("b", np.ones((1, 2, 2), np.float32))])
+
+    pipeline = PipelineConfig(size=8)
+    folders = {d: TensorCache.for_pipeline(tmp_path, pipeline, dtype=d).dir.name for d in DTYPES}
+    assert folders == {
+        "float32": pipeline.key(),
+        "float16": f"{pipeline.key()}-float16",
+        "uint8": f"{pipeline.key()}-uint8",
+    }
+
+
+def test_build_cache_in_two_dtypes_keeps_both(tmp_path, records):
+    pipeline = PipelineConfig(size=24)
+    exact = build_cache(records, tmp_path, pipeline).cache
+    small = build_cache(records, tmp_path, pipeline, dtype="uint8")
+    assert (small.added, small.cache.dtype) == (5, "uint8")
+    again = build_cache(records, tmp_path, pipeline)
+    assert (again.added, again.reused, again.cache.dtype) == (0, 5, "float32")
+    meta = json.loads((small.cache.dir / "meta.json").read_text())
+    assert meta["dtype"] == "uint8" and meta["pipeline"]["size"] == 24
+    for record in records:
+        np.testing.assert_allclose(
+            small.cache.get(record.content_hash), exact.get(record.content_hash),
+            atol=1 / 510 + 2**-24, rtol=0,
+        )  # fmt: skip
 
 
 def test_pickled_cache_reopens_its_maps(tmp_path):

@@ -116,6 +116,35 @@ def test_as_stored_serves_float16_and_on_device_casts_exactly(pairs, tmp_path):
     torch.testing.assert_close(on_device[1], reference[1], atol=1e-3, rtol=0)  # miss: rounded
 
 
+def test_uint8_training_batch_on_device_matches_float32_within_half_a_step(pairs, tmp_path):
+    pipeline = PipelineConfig(size=32)
+    images = [p.image for p in pairs]
+    exact = build_cache(images, tmp_path, pipeline).cache
+    small = build_cache(images[:1], tmp_path, pipeline, dtype="uint8").cache  # pairs[1] misses
+    geometric = BatchAugment(prob=1.0, brightness=0.0, contrast=(1.0, 1.0))
+    half_step = 1 / 510 + 1e-6  # rounding to 1/255 steps, plus float32 arithmetic
+    for augment in (None, geometric):  # resampling mixes pixels: the error stays in the bound
+        stored = PairDataset(pairs, cache=small, as_stored=True, batch_augment=augment)
+        plain = PairDataset(pairs, cache=exact, as_stored=True, batch_augment=augment)
+        batch = collate_pairs([stored[0], stored[1]])
+        assert batch["image"].dtype == torch.uint8  # a quarter of the bytes through the loader
+        on_device = stored.on_device(batch)["image"]
+        reference = plain.on_device(collate_pairs([plain[0], plain[1]]))["image"]
+        assert on_device.dtype == torch.float32
+        torch.testing.assert_close(on_device, reference, atol=half_step, rtol=0)
+        if augment is not None:
+            assert (on_device - batch["image"] / 255).abs().max() > 0.1  # it did augment
+
+    build_cache(images, tmp_path, pipeline, dtype="uint8")
+    small.refresh()
+    augment = BatchAugment(prob=1.0)
+    stored = PairDataset(pairs, cache=small, as_stored=True, batch_augment=augment)
+    read = PairDataset(pairs, cache=small)  # float32 reads of the same uint8 entries
+    expected = augment(collate_pairs([read[0], read[1]])["image"], ["img0", "img1"])
+    on_device = stored.on_device(collate_pairs([stored[0], stored[1]]))["image"]
+    torch.testing.assert_close(on_device, expected, atol=1e-6, rtol=0)  # same ids, same draws
+
+
 def test_collate_refuses_an_empty_batch():
     with pytest.raises(ValueError, match="empty"):
         collate_pairs([])
