@@ -231,7 +231,10 @@ def ingest_directory(
     job = _Job(root_path, out_path, max(1, int(workers)), chunk_size, (salt, decode_check))
     scratch = out_path / SCRATCH_FOLDER
     try:
-        with OutcomeStore(scratch) as store:
+        with (
+            disk_full_as_error(out_path, "the ingest's outcome store"),
+            OutcomeStore(scratch) as store,
+        ):
             written = job.run(store, state, progress)
         result = from_main_process(written, state)  # other ranks have removed their stores
     finally:

@@ -12,7 +12,8 @@ ends (also on error), that holds
 Paths are stored as UTF-8 bytes (``surrogatepass``, so names that are not valid UTF-8 survive),
 which makes SQLite's byte order Python's string order: ``ORDER BY path`` is the manifest order,
 read from the table's own key without a sort. SQLite's page cache has a fixed size, so memory
-stays flat as the corpus grows; a full disk becomes one :class:`DiskFullError`.
+stays flat as the corpus grows. A full disk raises SQLite's ``SQLITE_FULL`` error, which
+:func:`medvl.io.durable.is_disk_full` recognises.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
 
 from medvl.data.file_walk import Outcome
 from medvl.data.records import Failure, ImageRecord, manifest_line
-from medvl.io.durable import DiskFullError
 
 __all__ = ["OutcomeRow", "OutcomeStore"]
 
@@ -82,17 +81,9 @@ class OutcomeStore:
     def __enter__(self) -> OutcomeStore:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._db.close()
         shutil.rmtree(self.folder, ignore_errors=True)
-        full = getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-        if full:
-            raise DiskFullError(self.folder, "the ingest's outcome store", None) from error
 
     # -- the real paths met (file_walk.PathsMet) ----------------------------------------------
     def claim(self, real: str) -> bool:

@@ -6,7 +6,8 @@ file and rewrites the file without it, so the next run continues instead of fail
 line broken anywhere else is real damage and an error naming the file and the line.
 
 A full disk surfaces as ``OSError(ENOSPC)`` from Python, as a ``RuntimeError`` ("unexpected
-pos") from ``torch.save`` and as a ``SafetensorError`` ("os error 28") from safetensors;
+pos") from ``torch.save``, as a ``SafetensorError`` ("os error 28") from safetensors and as
+``sqlite3.OperationalError`` (``SQLITE_FULL``) from SQLite;
 :func:`raise_if_disk_full` turns each into one :class:`DiskFullError` that names the folder and
 the space the write needed, after the caller has removed its temporary files.
 """
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _FULL_TEXTS = ("no space left on device", "os error 28", "disk quota exceeded")
+_SQLITE_FULL = 13  # sqlite3.SQLITE_FULL, the primary code of "database or disk is full"
 _SHORT_WRITE = "unexpected pos"  # torch.save's zip writer when a write came up short
 
 
@@ -65,12 +67,15 @@ def _existing(path: Path) -> Path:
 def is_disk_full(err: BaseException, folder: Path, needed: int | None = None) -> bool:
     """Whether ``err`` (already raised by a write into ``folder``) means the disk is full.
 
-    An errno says so directly; torch and safetensors lose it, so their message is read, and a
-    ``torch.save`` failure counts when ``folder`` now has less than ``needed`` bytes free.
+    An errno (or SQLite's error code) says so directly; torch and safetensors lose it, so their
+    message is read, and a ``torch.save`` failure counts when ``folder`` now has less than
+    ``needed`` bytes free.
     """
     if isinstance(err, DiskFullError):
         return True
     if isinstance(err, OSError) and err.errno in _FULL_ERRNOS:
+        return True
+    if getattr(err, "sqlite_errorcode", None) == _SQLITE_FULL:
         return True
     text = str(err).lower()
     if any(t in text for t in _FULL_TEXTS):
