@@ -132,8 +132,9 @@ def test_no_intact_checkpoint_is_an_error_not_a_silent_restart(tmp_path):
     fit(tmp_path, 4)
     state = tmp_path / "checkpoints" / "step-00000004" / "state.json"
     state.write_text("[]")
-    with pytest.raises(CheckpointError, match="no intact checkpoint.*train.resume=never"):
+    with pytest.raises(CheckpointError, match="no intact checkpoint.*train.resume=never") as err:
         fit(tmp_path, 8)
+    assert f"the newest: {state}: not a checkpoint state" in str(err.value)
 
 
 def test_checkpoints_record_the_hash_of_every_file(tmp_path):

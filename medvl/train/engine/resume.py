@@ -128,7 +128,7 @@ def resume_newest_intact(
         Checkpoints exist but none is intact (starting over would silently discard them).
     """
     candidates = ckpt.step_checkpoints()
-    skipped: list[str] = []
+    problems: list[str] = []
     for path in reversed(candidates):
         problem = checkpoint_problem(path)
         if problem is None:
@@ -138,11 +138,12 @@ def resume_newest_intact(
                 )
             except CheckpointError as err:
                 problem = str(err)
-        skipped.append(path.name)
+        problems.append(problem)
         logger.warning("checkpoint %s skipped: %s", path.name, problem)
-    if candidates:
+    if candidates:  # the newest one's problem: a changed config (shapes) reads as a load failure
+        more = f"; {len(problems) - 1} older ones fail too" if len(problems) > 1 else ""
         raise CheckpointError(
-            f"{ckpt.root}: no intact checkpoint to resume from ({', '.join(skipped)} damaged); "
-            "set train.resume=never to start over"
+            f"{ckpt.root}: no intact checkpoint to resume from (the newest: {problems[0]}{more});"
+            " set train.resume=never to start over"
         )
     return TrainProgress(), None
