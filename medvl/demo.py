@@ -150,14 +150,18 @@ class DemoRun:
     def _finetune(self, model: Path, out: str, **changes: Any) -> dict[str, Any]:
         from medvl.train.finetune import finetune
 
+        job = dataclasses.replace(
+            self._finetune_job(), model=str(model), output_dir=self.out / out, **changes
+        )
+        return finetune(job)
+
+    def _finetune_job(self) -> FinetuneConfig:
+        """The config's finetune job on the demo's phantom manifest."""
         c = self.config.finetune
         data = dataclasses.replace(
             c.data, manifest=self.out / "phantom" / "studies.jsonl", phantom=None
         )
-        job = dataclasses.replace(
-            c, model=str(model), output_dir=self.out / out, data=data, **changes
-        )
-        return finetune(job)
+        return dataclasses.replace(c, data=data)
 
     def zeroshot(self, model: Path, out: str) -> dict[str, Any]:
         return self._finetune(model, out, mode="zero_shot")
@@ -179,7 +183,28 @@ class DemoRun:
         return self.out / "dapt" / "model"
 
     def lora(self, adapted: Path, manifest: Path) -> dict[str, Any]:
-        return self._finetune(adapted, "lora")
+        result = self._finetune(adapted, "lora")
+        result["gain_ci"] = self._gain_ci(self.out / "zeroshot_dapt", self.out / "lora")
+        return result
+
+    def _gain_ci(self, before: Path, after: Path) -> dict[str, float]:
+        """The LoRA gain on the eval split with its paired bootstrap interval.
+
+        The demo's test split is about 100 studies with a handful of positives per finding, so
+        the interval says how much of the gain that split can resolve.
+        """
+        from medvl.eval.alignment import label_columns
+        from medvl.eval.metrics import paired_auroc_gain
+        from medvl.models.classifier import load_classifier
+        from medvl.train.finetune.steps import load_split, predict_proba
+
+        models = [load_classifier(before), load_classifier(after)]
+        size = models[0].aligner.config.image.image_size
+        job = self._finetune_job()
+        data = load_split(job, job.eval_split, size)
+        probs = [predict_proba(m, data["image"]) for m in models]
+        labels = label_columns(data["labels"], models[0].findings)
+        return paired_auroc_gain(probs[1], probs[0], labels, job.head.uncertain)
 
     def sam(self) -> Path:
         from medvl.train.segment import run_segment_finetune
@@ -303,8 +328,13 @@ class DemoRun:
             "LoRA few-shot macro AUROC": n["lora"]["macro_auroc"],
             "gain of DAPT (zero-shot after - base)": _gain(n["zeroshot_dapt"], n["zeroshot_base"]),
             "gain of LoRA (LoRA - zero-shot after DAPT)": _gain(n["lora"], n["zeroshot_dapt"]),
+            "gain of LoRA, 95% CI (paired bootstrap over test studies)": _interval(
+                n["lora"]["gain_ci"]
+            ),
             "LoRA trainable parameters": n["lora"].get("trainable_parameters"),
-            "LoRA step picked on validation (0 = the zero-shot start)": n["lora"].get("best_step"),
+            "LoRA steps trained (fixed budget) / WiSE-FT alpha": (
+                f"{n['lora'].get('steps')} / {self.config.finetune.wise_alpha}"
+            ),
             "MLM held-out loss before / after": _pair(mlm, "mlm_loss"),
             "retrieval image->report R@5 before / after DAPT": _pair(contrastive, "i2t_R@5"),
             "SAM lungs Dice before fine-tuning": n["sam"]["dice_before"],
@@ -354,6 +384,10 @@ def _gain(after: dict[str, Any], before: dict[str, Any]) -> str:
     """Macro AUROC of ``after`` minus ``before``, signed (the honest number, gain or not)."""
     a, b = after.get("macro_auroc"), before.get("macro_auroc")
     return "n/a" if a is None or b is None else f"{a - b:+.3f}"
+
+
+def _interval(ci: dict[str, float]) -> str:
+    return f"{ci['low']:+.3f} to {ci['high']:+.3f} ({ci['n']} studies)"
 
 
 def _pair(stage: dict[str, Any], key: str) -> str:

@@ -27,6 +27,10 @@ def test_small_demo_adapts_and_segments(tmp_path: Path, readme_code) -> None:
     assert rows["LoRA trainable parameters"] > 0
     gain = rows["gain of LoRA (LoRA - zero-shot after DAPT)"]
     assert float(gain) == pytest.approx(rows["LoRA few-shot macro AUROC"] - after, abs=1e-3)
+    interval = rows["gain of LoRA, 95% CI (paired bootstrap over test studies)"]
+    low, _, high, studies, _ = interval.replace("(", "").split()
+    assert float(low) <= float(gain) <= float(high) and float(low) < float(high), interval
+    assert int(studies) > 0
     assert summary["ingest"]["failures"] == 0 and summary["ingest"]["images"] > 0
     out = tmp_path / "demo"
     assert (out / "summary.md").read_text().startswith("# medvl demo summary")

@@ -27,7 +27,8 @@ def test_every_command_of_the_section_resolves_to_what_it_says(readme_code) -> N
             assert [w for w in argv if w.startswith("-")] == ["-m", "-d", "-o"]
             job = {"zeroshot": ZeroShotJob, "evaluate": RetrievalJob}[argv[1]]
             resolved.append(job_config(job, None, overrides))
-    projection, prompt, vit, stratified, zeroshot, evaluate = resolved
+    projection, wise, prompt, vit, stratified, zeroshot, evaluate = resolved
+    assert (wise.mode, wise.few_shot.k, wise.head_lr, wise.wise_alpha) == ("lora", 16, 1e-2, 0.5)
     assert (projection.mode, prompt.mode, prompt.head.context_init) == (
         "projection",
         "prompt_learning",

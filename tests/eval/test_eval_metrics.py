@@ -12,6 +12,7 @@ from medvl.eval.metrics import (
     classification_metrics,
     expected_calibration_error,
     nan_to_none,
+    paired_auroc_gain,
     retrieval_metrics,
 )
 
@@ -38,6 +39,46 @@ def test_classification_metrics_equal_sklearn_on_known_labels() -> None:
         np.mean([result["per_finding"][n]["auroc"] for n in "AB"])
     )
     assert macro["n_findings"] == 2
+
+
+def _scored_pair(n: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels for 3 findings (some unknown), a noisy model and a better one, with tied scores."""
+    rng = np.random.default_rng(1)
+    labels = (rng.random((n, 3)) < 0.3).astype(float)
+    labels[rng.random((n, 3)) < 0.1] = NAN
+    signal = np.nan_to_num(labels)
+    weak = np.round(0.3 * signal + rng.random((n, 3)), 1)  # rounded: many ties
+    strong = np.round(0.9 * signal + rng.random((n, 3)), 1)
+    return weak, strong, labels
+
+
+def test_paired_gain_is_the_sklearn_macro_difference_and_its_interval_excludes_zero() -> None:
+    weak, strong, labels = _scored_pair()
+    macro = [classification_metrics(p, labels, "ABC")["macro"]["auroc"] for p in (weak, strong)]
+    result = paired_auroc_gain(strong, weak, labels, resamples=200)
+    assert result["gain"] == pytest.approx(macro[1] - macro[0], abs=1e-12)
+    assert 0 < result["low"] < result["gain"] < result["high"]
+    assert (result["n"], result["confidence"]) == (200, 0.95)
+    assert paired_auroc_gain(strong, weak, labels, resamples=200) == result  # seeded
+
+
+def test_paired_gain_of_a_model_against_itself_is_exactly_zero() -> None:
+    weak, _, labels = _scored_pair()
+    result = paired_auroc_gain(weak, weak, labels, resamples=100)
+    assert (result["gain"], result["low"], result["high"]) == (0.0, 0.0, 0.0)
+
+
+def test_paired_gain_interval_is_wide_on_a_small_split() -> None:
+    weak, strong, labels = _scored_pair()
+    big = paired_auroc_gain(strong, weak, labels, resamples=200)
+    small = paired_auroc_gain(strong[:40], weak[:40], labels[:40], resamples=200)
+    assert small["high"] - small["low"] > 1.5 * (big["high"] - big["low"])
+
+
+def test_paired_gain_refuses_mismatched_shapes() -> None:
+    weak, strong, labels = _scored_pair()
+    with pytest.raises(ValueError, match="do not agree"):
+        paired_auroc_gain(strong[:10], weak, labels)
 
 
 def test_uncertain_policy_counts_uncertain_labels() -> None:

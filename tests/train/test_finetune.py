@@ -165,3 +165,31 @@ def test_lora_head_learns_at_head_lr_and_the_adapters_at_train_lr():
     assert {g["lr"] for g in default} == {1e-3}
     with pytest.raises(ConfigError, match="head_lr must be >= 0"):
         from_dict(FinetuneConfig, {"head_lr": -1e-3})
+
+
+def test_wise_alpha_scales_the_merged_lora_update_and_the_head_change_exactly():
+    from medvl.models import PromptBank
+    from medvl.train.finetune.steps import build_classifier, interpolate_to_start, trainable_start
+
+    config = from_dict(FinetuneConfig, {"mode": "lora", "lora": {"r": 2, "alpha": 4}})
+    prompts = PromptBank.from_yaml().subset(["Cardiomegaly", "Edema"])
+    model = build_classifier(create_aligner("tiny"), prompts, config)
+    start = trainable_start(model)
+    assert any(".lora_B." in n for n in start) and "head.weight" in start
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in start:
+                param.add_(torch.randn_like(param))
+    layer = next(m for m in model.modules() if hasattr(m, "lora_B") and m.lora_B)
+
+    def update() -> torch.Tensor:
+        return layer.get_delta_weight("default").detach().clone()
+
+    trained, head = update(), model.head.weight.detach().clone()
+    interpolate_to_start(model, start, 0.25)
+    assert torch.allclose(update(), 0.25 * trained, atol=1e-6)
+    expected = start["head.weight"] + 0.25 * (head - start["head.weight"])
+    assert torch.allclose(model.head.weight, expected)
+    with pytest.raises(ConfigError, match=r"wise_alpha must be in \[0, 1\]"):
+        from_dict(FinetuneConfig, {"wise_alpha": 1.5})

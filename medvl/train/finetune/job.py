@@ -89,6 +89,7 @@ class FinetuneConfig:
     )
     layer_decay: float = 0.5  # partial/full: LR of a block = lr * layer_decay ** depth
     head_lr: float = 0.0  # lora/prompt_learning: the head's LR; 0 = train.lr
+    wise_alpha: float = 1.0  # WiSE-FT: keep start + alpha x (trained - start); 1 = as trained
     subgroups: tuple[str, ...] = ()  # header fields to stratify eval_split by (subgroups.csv)
     subgroup_min_positives: int = 5
     train: EngineConfig = field(default_factory=EngineConfig)
@@ -99,6 +100,10 @@ class FinetuneConfig:
             raise ValueError(f"unknown mode {self.mode!r}")
         if self.few_shot.k < 0:
             raise ValueError(f"few_shot.k must be >= 0, got {self.few_shot.k}")
+        if not 0.0 <= self.wise_alpha <= 1.0:
+            raise ValueError(
+                f"wise_alpha must be in [0, 1] (1 = as trained), got {self.wise_alpha}"
+            )
         if self.head_lr < 0:
             raise ValueError(f"head_lr must be >= 0 (0 = train.lr), got {self.head_lr}")
         refuse_output_dir(self.train, "train", "<output_dir>/train")

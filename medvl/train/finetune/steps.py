@@ -83,6 +83,26 @@ def lora_param_groups(
     return groups
 
 
+def trainable_start(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the trainable parameters as they start (the zero-shot model, for WiSE-FT)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def interpolate_to_start(model: nn.Module, start: dict[str, torch.Tensor], alpha: float) -> None:
+    """WiSE-FT (Wortsman et al., 2022): every trained tensor becomes ``start + alpha x change``.
+
+    The weight-space ensemble of the zero-shot start and the fine-tuned model: with a few
+    labelled studies per finding, fine-tuning gains on the findings they teach and loses on
+    those whose zero-shot prior was better; the midpoint keeps most of both. LoRA's ``A``
+    matrices are left as trained: ``B`` starts at zero, so scaling ``B`` alone scales the
+    merged update ``B A`` by exactly ``alpha``.
+    """
+    for name, param in model.named_parameters():
+        if name in start and ".lora_A." not in name:
+            param.copy_(start[name] + alpha * (param - start[name]))
+
+
 def refresh_zero_shot_head(model: FindingsClassifier) -> None:
     """Mode ``projection``: rebuild a linear head as the zero-shot head of the new projections."""
     if model.kind != "linear":  # prompt heads embed the prompts on every call already
@@ -203,6 +223,7 @@ def train(model: FindingsClassifier, config: Any, engine_cfg: EngineConfig, size
     findings, uncertain = model.findings, config.head.uncertain
     engine = Engine(engine_cfg)
     model.to(engine.device)
+    start = trainable_start(model) if config.wise_alpha < 1 else {}
 
     if config.mode == "projection":
         trained = aligner
@@ -250,6 +271,8 @@ def train(model: FindingsClassifier, config: Any, engine_cfg: EngineConfig, size
         )  # fmt: skip
     if result.best_checkpoint is not None:
         load_model_weights(trained, result.best_checkpoint)
+    if start:
+        interpolate_to_start(model, start, config.wise_alpha)
     if config.mode == "projection":
         refresh_zero_shot_head(model)
     return {
