@@ -44,6 +44,7 @@ import hashlib
 import itertools
 import logging
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -237,6 +238,8 @@ def ingest_directory(
         ):
             written = job.run(store, state, progress)
         result = from_main_process(written, state)  # other ranks have removed their stores
+        if state.is_main_process:  # so what is left there is a killed run's store
+            shutil.rmtree(scratch, ignore_errors=True)
     finally:
         if state.is_main_process:
             with contextlib.suppress(OSError):  # not empty: another rank failed

@@ -139,3 +139,13 @@ def test_a_full_disk_in_the_store_is_one_clear_error(corpus, tmp_path, monkeypat
     with pytest.raises(DiskFullError, match="disk full while writing the ingest's outcome store"):
         ingest_directory(corpus.root, out, workers=1)
     assert not (out / SCRATCH_FOLDER).exists()
+
+
+def test_a_killed_runs_store_is_removed_by_the_next_run(corpus, tmp_path):
+    out = tmp_path / "out"
+    stale = out / SCRATCH_FOLDER / "store-killed"
+    stale.mkdir(parents=True)
+    (stale / "outcomes.sqlite").write_bytes(b"half written")
+    result = ingest_directory(corpus.root, out, workers=1)
+    assert result.images > 0
+    assert not (out / SCRATCH_FOLDER).exists()
