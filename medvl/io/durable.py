@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _FULL_TEXTS = ("no space left on device", "os error 28", "disk quota exceeded")
-_SQLITE_FULL = 13  # sqlite3.SQLITE_FULL, the primary code of "database or disk is full"
 _SHORT_WRITE = "unexpected pos"  # torch.save's zip writer when a write came up short
 
 
@@ -75,7 +75,7 @@ def is_disk_full(err: BaseException, folder: Path, needed: int | None = None) ->
         return True
     if isinstance(err, OSError) and err.errno in _FULL_ERRNOS:
         return True
-    if getattr(err, "sqlite_errorcode", None) == _SQLITE_FULL:
+    if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return True
     text = str(err).lower()
     if any(t in text for t in _FULL_TEXTS):
