@@ -8,7 +8,8 @@ Steps, each calling the same public function as its CLI command:
 4. ``zeroshot``   zero-shot findings of the base model on the held-out split
 5. ``dapt``       domain-adaptive pretraining: MLM on the real reports, then contrastive pairs
 6. ``zeroshot``   zero-shot again, after DAPT
-7. ``lora``       LoRA few-shot fine-tuning of the adapted aligner
+7. ``lora``       LoRA fine-tuning of the adapted aligner on the labelled training studies
+                  (``finetune.few_shot.k``: 0 = all of them, the embedded default)
 8. ``sam``        SAM mask-decoder fine-tuning on the phantom lungs (a tiny SAM: no SAM weights
                   can be downloaded offline; the frozen encoder is random)
    ``ct``         the real chest CT (``medvl data ct-example``): a short SAM fine-tuning on its
@@ -325,11 +326,14 @@ class DemoRun:
         rows = {
             "zero-shot macro AUROC, base (general-domain text)": n["zeroshot_base"]["macro_auroc"],
             "zero-shot macro AUROC, after DAPT": n["zeroshot_dapt"]["macro_auroc"],
-            "LoRA few-shot macro AUROC": n["lora"]["macro_auroc"],
+            "LoRA fine-tuned macro AUROC": n["lora"]["macro_auroc"],
             "gain of DAPT (zero-shot after - base)": _gain(n["zeroshot_dapt"], n["zeroshot_base"]),
             "gain of LoRA (LoRA - zero-shot after DAPT)": _gain(n["lora"], n["zeroshot_dapt"]),
             "gain of LoRA, 95% CI (paired bootstrap over test studies)": _interval(
                 n["lora"]["gain_ci"]
+            ),
+            "LoRA labelled training studies (few-shot k)": (
+                f"{n['lora'].get('train_examples')} ({self.config.finetune.few_shot.k or 'all'})"
             ),
             "LoRA trainable parameters": n["lora"].get("trainable_parameters"),
             "LoRA steps trained (fixed budget) / WiSE-FT alpha": (

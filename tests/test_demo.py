@@ -26,7 +26,7 @@ def test_small_demo_adapts_and_segments(tmp_path: Path, readme_code) -> None:
     assert rows["SAM lungs Dice after fine-tuning"] > dice_before + 0.2
     assert rows["LoRA trainable parameters"] > 0
     gain = rows["gain of LoRA (LoRA - zero-shot after DAPT)"]
-    assert float(gain) == pytest.approx(rows["LoRA few-shot macro AUROC"] - after, abs=1e-3)
+    assert float(gain) == pytest.approx(rows["LoRA fine-tuned macro AUROC"] - after, abs=1e-3)
     interval = rows["gain of LoRA, 95% CI (paired bootstrap over test studies)"]
     low, _, high, studies, _ = interval.replace("(", "").split()
     assert float(low) <= float(gain) <= float(high) and float(low) < float(high), interval

@@ -211,3 +211,20 @@ def test_few_shot_lora_after_dapt_with_wise_ft_beats_zero_shot_on_every_seed(dap
     full_trainable = sum(p.numel() for p in full.parameters() if p.requires_grad)
     assert min(gains) > 0 and sum(gains) / 3 >= 0.01, (zero, gains)
     assert max(trainable) <= 0.05 * full_trainable, (trainable, full_trainable)
+
+
+def test_lora_on_every_labelled_study_after_dapt_gains_two_points(dapt, tmp_path):
+    """The demo's recipe: LoRA on all ~3,200 labelled training studies, no WiSE, fixed budget.
+
+    Measured on this fixture (r=4, 800 steps): +0.025, +0.024, +0.025 over zero-shot on seeds
+    0-2; at 200 steps +0.004 (WiSE 0.5: +0.011). This is also the ceiling of the 16-shot recipe
+    above: DAPT's reports name these findings for every training study, so zero-shot after DAPT
+    is close to what the labels can teach, and 16 shots per finding reach about +0.015.
+    """
+    zero = finetune_job(dapt, tmp_path, dapt["model"], "zero_shot")["macro_auroc"]
+    lora = finetune_job(
+        dapt, tmp_path, dapt["model"], "lora", 1e-3, head_lr=1e-2, val_split="",
+        train={**QUIET, "max_steps": 800, "batch_size": 32, "lr": 1e-3, "warmup_steps": 10},
+    )  # fmt: skip
+    assert lora["train_examples"] > 3000
+    assert lora["macro_auroc"] >= zero + 0.02, (zero, lora["macro_auroc"])
